@@ -1,0 +1,11 @@
+# The board interface (see docs/ARCHITECTURE.md): one implementation per platform.
+import sys
+
+
+def load(config):
+    """The board this code runs on: the real ESP32-S3, or the simulator on the unix port."""
+    if sys.platform == "esp32":
+        from firmware.board import esp32s3
+        return esp32s3.Board(config)
+    from firmware.board import sim
+    return sim.Board(config)

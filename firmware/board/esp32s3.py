@@ -1,0 +1,148 @@
+# The real ESP32-S3 board (ESP-BOX-3). The only place that touches esp32/machine/network/esp.
+#
+# eFuse facts (ESP32-S3 TRM, eFuse controller; same offsets esptool reads):
+#   EFUSE_RD_MAC_SPI_SYS_3 (BLOCK1 word 3): WAFER_VERSION_MINOR low bits [20:18]
+#   EFUSE_RD_MAC_SPI_SYS_5 (BLOCK1 word 5): WAFER_VERSION_MINOR high bit [23], MAJOR [25:24]
+#   EFUSE_RD_USR_DATA0..7 (BLOCK3, 0x6000707C): 32-byte user data = the serial number
+import gc
+import time
+
+import esp
+import esp32
+import machine
+import network
+
+from firmware import app_image
+from firmware.settings import NvsSettings
+
+EFUSE_BASE = 0x60007000
+EFUSE_BLOCK1 = EFUSE_BASE + 0x44
+EFUSE_USR_DATA = EFUSE_BASE + 0x7C
+NVS_NAMESPACE = "ota"
+
+
+def _word(addr):
+    return machine.mem32[addr] & 0xFFFFFFFF
+
+
+def read_user_data(mem_word=_word):
+    """The 32-byte efuse user-data block (BLOCK3), little-endian words as the chip stores them."""
+    out = bytearray(32)
+    for i in range(8):
+        w = mem_word(EFUSE_USR_DATA + 4 * i)
+        for j in range(4):
+            out[4 * i + j] = (w >> (8 * j)) & 0xFF
+    return bytes(out)
+
+
+def serial_from_user_data(data):
+    """xiaozhi convention: a serial number is the NUL-terminated text in the block; blank = none."""
+    if not data or data[0] == 0 or data[0] == 0xFF:
+        return None
+    end = data.find(b"\x00")
+    raw = data if end < 0 else data[:end]
+    try:
+        return raw.decode()
+    except UnicodeError:
+        return None
+
+
+def chip_revision(mem_word=_word):
+    """major * 100 + minor, as esp_chip_info() reports."""
+    w3 = mem_word(EFUSE_BLOCK1 + 12)
+    w5 = mem_word(EFUSE_BLOCK1 + 20)
+    minor = (((w5 >> 23) & 1) << 3) | ((w3 >> 18) & 7)
+    major = (w5 >> 24) & 3
+    return major * 100 + minor
+
+
+def psram_size():
+    """Bytes of PSRAM the heap got (MicroPython has no direct call; the SPIRAM region is the
+    one heap region larger than the S3's 512 KiB of internal SRAM)."""
+    try:
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except (AttributeError, OSError):
+        return 0
+    return sum(r[0] for r in regions if r[0] > 512 * 1024)
+
+
+class Board:
+    def __init__(self, config):
+        self.type = config.get("board_type") or "esp-box-3"
+        self.name = config.get("board_name") or self.type
+        self.Partition = esp32.Partition
+        self.settings = NvsSettings(esp32.NVS(NVS_NAMESPACE))
+        self._wlan = network.WLAN(network.STA_IF)
+        self._min_free = gc.mem_free()
+        self._display = None
+
+    def mac(self):
+        return self._wlan.config("mac")
+
+    def serial(self):
+        return serial_from_user_data(read_user_data())
+
+    def hmac_sha256(self, msg):
+        from firmware.board import hmac_peripheral
+        return hmac_peripheral.hmac_sha256(msg)
+
+    def chip_info(self):
+        return {"model": 9, "cores": 2, "revision": chip_revision(), "features": 0x12}
+
+    def flash_size(self):
+        return esp.flash_size()
+
+    def psram_size(self):
+        return psram_size()
+
+    def free_heap(self):
+        free = gc.mem_free()
+        if free < self._min_free:
+            self._min_free = free
+        return free
+
+    def min_free_heap(self):
+        self.free_heap()
+        return self._min_free
+
+    def wifi_connect(self, cfg, timeout_ms=15000):
+        wlan = self._wlan
+        wlan.active(True)
+        if wlan.isconnected():
+            return
+        if not cfg.get("ssid"):
+            raise OSError("Wi-Fi: no ssid in config.json")
+        wlan.connect(cfg["ssid"], cfg.get("password") or "")
+        start = time.ticks_ms()
+        while not wlan.isconnected():
+            if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+                raise OSError("Wi-Fi: cannot join %s (status %s)" % (cfg["ssid"], wlan.status()))
+            time.sleep_ms(200)
+
+    def wifi(self):
+        w = self._wlan
+        up = w.isconnected()
+        return {"ssid": w.config("ssid") if up else "", "rssi": w.status("rssi") if up else 0,
+                "channel": w.config("channel") if up else 0, "ip": w.ifconfig()[0] if up else ""}
+
+    def set_time(self, utc_ms):
+        secs = utc_ms // 1000 - (946684800 if time.gmtime(0)[0] == 2000 else 0)
+        tm = time.gmtime(secs)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], (utc_ms % 1000) * 1000))
+
+    def time_ms(self):
+        # Older MicroPython ports count time() from 2000-01-01; convert to the Unix epoch.
+        epoch_2000 = time.gmtime(0)[0] == 2000
+        return (time.time() + (946684800 if epoch_2000 else 0)) * 1000
+
+    def app_desc(self):
+        return app_image.read_app_desc(self.Partition(self.Partition.RUNNING))
+
+    def ota_state(self):
+        return "unknown"
+
+    def display(self):
+        return self._display
+
+    def reboot(self):
+        machine.reset()

@@ -1,0 +1,112 @@
+# The simulated ESP-BOX-3 for the MicroPython unix port.
+#
+# Everything that cannot exist here is modelled from one file, sim.json, in the device root:
+#   {"flash": "flash.bin", "mac": "D4:06:06:B6:A9:FB", "serial": null, "hmac_key": "<hex>",
+#    "chip_revision": 2, "psram_size": 16777216, "wifi": {"ssid": ..., "rssi": ..., ...},
+#    "screenshots": "screens"}
+# Creating the Board is a power-on: the simulated bootloader picks the app slot from otadata.
+import gc
+import json
+import sys
+import time
+
+from firmware import app_image, hmac_sha256, log
+from firmware.board import sim_partition
+from firmware.board.nor_flash import NorFlash
+from firmware.settings import JsonFileSettings
+
+SIM_CONFIG = "sim.json"
+REBOOT_EXIT_CODE = 3
+_log = log.get("sim")
+
+
+class Board:
+    def __init__(self, config, sim_path=SIM_CONFIG):
+        try:
+            with open(sim_path) as f:
+                self.sim = json.load(f)
+        except OSError:
+            raise OSError("simulated board: %s not found (make a device root with tools/mkflash.py)" % sim_path)
+        self.type = config.get("board_type") or "esp-box-3"
+        self.name = config.get("board_name") or self.type
+        self.flash = NorFlash(self.sim.get("flash", "flash.bin"))
+        self.chip = sim_partition.Chip(self.flash)
+        sim_partition.install(self.chip)
+        sim_partition.run_bootloader(self.chip, _log.warning)
+        self.Partition = sim_partition.Partition
+        self.settings = JsonFileSettings(self.sim.get("settings", "settings.json"))
+        self._clock_offset_ms = 0
+        self._min_free = gc.mem_free()
+        self._display = None
+        self._wifi_up = False
+
+    # --- identity and efuse
+    def mac(self):
+        import binascii
+        return binascii.unhexlify(self.sim.get("mac", "D4:06:06:B6:A9:FB").replace(":", ""))
+
+    def serial(self):
+        s = self.sim.get("serial")
+        return s if s else None
+
+    def hmac_sha256(self, msg):
+        key = self.sim.get("hmac_key")
+        if not key:
+            raise OSError("no HMAC key in efuse")
+        import binascii
+        return hmac_sha256.hmac_sha256(binascii.unhexlify(key), msg)
+
+    def chip_info(self):
+        return {"model": 9, "cores": 2, "revision": self.sim.get("chip_revision", 2),
+                "features": 0x12}  # CHIP_FEATURE_WIFI_BGN | CHIP_FEATURE_BLE
+
+    # --- memory and flash
+    def flash_size(self):
+        return self.flash.size
+
+    def psram_size(self):
+        return self.sim.get("psram_size", 16 * 1024 * 1024)
+
+    def free_heap(self):
+        free = gc.mem_free()
+        if free < self._min_free:
+            self._min_free = free
+        return free
+
+    def min_free_heap(self):
+        self.free_heap()
+        return self._min_free
+
+    # --- network
+    def wifi_connect(self, cfg):
+        w = self.sim.get("wifi", {})
+        if w.get("fail"):
+            raise OSError("Wi-Fi: cannot join %s" % (cfg.get("ssid") or w.get("ssid")))
+        self._wifi_up = True
+
+    def wifi(self):
+        w = self.sim.get("wifi", {})
+        return {"ssid": w.get("ssid", "SimWiFi"), "rssi": w.get("rssi", -45),
+                "channel": w.get("channel", 6), "ip": w.get("ip", "127.0.0.1")}
+
+    # --- clock
+    def set_time(self, utc_ms):
+        # The unix port cannot set the host clock; keep an offset, as the RTC would hold it.
+        self._clock_offset_ms = int(utc_ms) - int(time.time() * 1000)
+
+    def time_ms(self):
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+    # --- running image
+    def app_desc(self):
+        return app_image.read_app_desc(self.Partition(self.Partition.RUNNING))
+
+    def ota_state(self):
+        return sim_partition.ota_state_of_running()
+
+    def display(self):
+        return self._display
+
+    def reboot(self):
+        _log.info("reboot")
+        sys.exit(REBOOT_EXIT_CODE)

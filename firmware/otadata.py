@@ -1,0 +1,94 @@
+# The otadata partition as ESP-IDF's bootloader and esp_ota_ops keep it (used by the simulated
+# board; the real board has the ROM bootloader and ESP-IDF do this).
+#
+# Two 4 KiB sectors, each starting with an esp_ota_select_entry_t:
+#   uint32 ota_seq; uint8 seq_label[20]; uint32 ota_state; uint32 crc   (crc32 of ota_seq only)
+# The valid entry with the highest seq wins; it boots slot (seq - 1) % number_of_ota_slots.
+import binascii
+import struct
+
+SECTOR = 4096
+_FMT = "<I20sII"
+ENTRY_LEN = 32
+
+NEW = 0
+PENDING_VERIFY = 1
+VALID = 2
+INVALID = 3
+ABORTED = 4
+UNDEFINED = 0xFFFFFFFF
+
+STATE_NAMES = {NEW: "new", PENDING_VERIFY: "pending-verify", VALID: "valid", INVALID: "invalid",
+               ABORTED: "aborted", UNDEFINED: "undefined"}
+
+
+def crc(seq):
+    return binascii.crc32(struct.pack("<I", seq), 0xFFFFFFFF)
+
+
+class Entry:
+    def __init__(self, seq, state, crc_value):
+        self.seq = seq
+        self.state = state
+        self.crc = crc_value
+
+    def valid(self):
+        """Readable and not blank (ESP-IDF bootloader_common_ota_select_valid)."""
+        return self.seq != 0xFFFFFFFF and self.crc == crc(self.seq)
+
+    def bootable(self):
+        return self.valid() and self.state not in (INVALID, ABORTED)
+
+
+class OtaData:
+    """otadata at `base` on a NorFlash-like object (read/erase/program)."""
+
+    def __init__(self, flash, base):
+        self.flash = flash
+        self.base = base
+
+    def entries(self):
+        buf = bytearray(ENTRY_LEN)
+        out = []
+        for i in (0, 1):
+            self.flash.read(self.base + i * SECTOR, buf)
+            seq, _, state, c = struct.unpack(_FMT, buf)
+            out.append(Entry(seq, state, c))
+        return out
+
+    def write(self, index, seq, state):
+        """Rewrite one sector (erase + program), as esp_ota_ops rewrite_ota_seq does."""
+        addr = self.base + index * SECTOR
+        self.flash.erase(addr, SECTOR)
+        self.flash.program(addr, struct.pack(_FMT, seq, b"\xff" * 20, state, crc(seq)))
+
+    def active(self, bootable_only=False):
+        """Index (0/1) of the entry in force, or -1 when neither is valid."""
+        entries = self.entries()
+        best = -1
+        for i, e in enumerate(entries):
+            ok = e.bootable() if bootable_only else e.valid()
+            if ok and (best < 0 or e.seq > entries[best].seq):
+                best = i
+        return best
+
+    def set_boot(self, slot, slot_count):
+        """esp_ota_set_boot_partition: a new entry for `slot` with state NEW (rollback enabled)."""
+        entries = self.entries()
+        act = self.active()
+        if act < 0:
+            self.write(0, slot + 1, NEW)
+            return
+        seq = entries[act].seq
+        i = 0
+        while seq > (slot + 1) % slot_count + i * slot_count:
+            i += 1
+        self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, NEW)
+
+    def set_state(self, state):
+        """Change the state of the entry in force (mark valid / aborted)."""
+        act = self.active()
+        if act < 0:
+            return False
+        self.write(act, self.entries()[act].seq, state)
+        return True

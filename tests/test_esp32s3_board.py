@@ -1,0 +1,105 @@
+"""The real-board implementation, run on the unix port with register-level fakes of
+machine/esp32/network/esp installed in sys.modules (the hardware cannot exist here)."""
+from conftest import mpy_json
+
+FAKES = """
+import sys, json
+EFUSE = {}
+class _Mem32:
+    def __getitem__(self, addr):
+        return EFUSE.get(addr, 0)
+class _Machine:
+    mem32 = _Mem32()
+    class RTC:
+        set_to = None
+        def datetime(self, t):
+            _Machine.RTC.set_to = t
+    @staticmethod
+    def reset():
+        raise SystemExit('reset')
+class _Esp:
+    @staticmethod
+    def flash_size():
+        return 16 * 1024 * 1024
+class _Part:
+    BOOT = 0; RUNNING = 1; TYPE_APP = 0; TYPE_DATA = 1
+class _Nvs:
+    store = {}
+    def __init__(self, ns): pass
+    def get_blob(self, k, buf):
+        if k not in _Nvs.store: raise OSError(-4354)
+        v = _Nvs.store[k]; buf[:len(v)] = v; return len(v)
+    def set_blob(self, k, v): _Nvs.store[k] = bytes(v, 'utf-8') if isinstance(v, str) else bytes(v)
+    def commit(self): pass
+    def erase_key(self, k): del _Nvs.store[k]
+class _Esp32:
+    Partition = _Part
+    NVS = _Nvs
+    HEAP_DATA = 4
+    @staticmethod
+    def idf_heap_info(cap):
+        return [(240000, 1000, 1000, 1000), (16 * 1024 * 1024 - 8192, 1, 1, 1), (30000, 1, 1, 1)]
+class _WLAN:
+    def __init__(self, i): pass
+    def config(self, k):
+        return {'mac': b'\\xd4\\x06\\x06\\xb6\\xa9\\xfb', 'ssid': 'Lab', 'channel': 11}[k]
+    def isconnected(self): return True
+    def status(self, k=None): return -61 if k == 'rssi' else 1010
+    def ifconfig(self): return ('10.0.0.7', '255.255.255.0', '10.0.0.1', '10.0.0.1')
+    def active(self, v=None): return True
+class _Network:
+    STA_IF = 0
+    WLAN = _WLAN
+sys.modules['machine'] = _Machine
+sys.modules['esp'] = _Esp
+sys.modules['esp32'] = _Esp32
+sys.modules['network'] = _Network
+from firmware.board import esp32s3
+"""
+
+
+def test_serial_from_efuse_user_data_block():
+    r = mpy_json(FAKES + """
+out = {}
+out['blank'] = esp32s3.serial_from_user_data(esp32s3.read_user_data())
+sn = b'SN-BOX3-0042'
+words = sn + bytes(32 - len(sn))
+for i in range(8):
+    EFUSE[0x6000707C + 4 * i] = int.from_bytes(words[4 * i:4 * i + 4], 'little')
+out['serial'] = esp32s3.serial_from_user_data(esp32s3.read_user_data())
+b = esp32s3.Board({})
+out['board_serial'] = b.serial()
+print(json.dumps(out))
+""")
+    assert r == {"blank": None, "serial": "SN-BOX3-0042", "board_serial": "SN-BOX3-0042"}
+
+
+def test_chip_revision_from_wafer_version_bits():
+    r = mpy_json(FAKES + """
+EFUSE[0x60007044 + 12] = (2 << 18)                 # minor low bits = 2
+EFUSE[0x60007044 + 20] = (0 << 23) | (0 << 24)     # v0.2
+a = esp32s3.chip_revision()
+EFUSE[0x60007044 + 12] = (1 << 18)
+EFUSE[0x60007044 + 20] = (1 << 23) | (1 << 24)     # minor = 8 + 1, major 1 -> v1.9
+print(json.dumps([a, esp32s3.chip_revision()]))
+""")
+    assert r == [2, 109]
+
+
+def test_board_reads_wifi_flash_psram_and_settings():
+    r = mpy_json(FAKES + """
+b = esp32s3.Board({'board_type': 'esp-box-3'})
+out = {'mac': list(b.mac()), 'wifi': b.wifi(), 'flash': b.flash_size(), 'psram': b.psram_size()}
+out['changed'] = [b.settings.set('uuid', 'x'), b.settings.set('uuid', 'x')]
+out['uuid'] = b.settings.get('uuid')
+b.set_time(1752119934489)
+out['rtc'] = list(_Machine.RTC.set_to)
+print(json.dumps(out))
+""")
+    assert r["mac"] == [0xD4, 0x06, 0x06, 0xB6, 0xA9, 0xFB]
+    assert r["wifi"] == {"ssid": "Lab", "rssi": -61, "channel": 11, "ip": "10.0.0.7"}
+    assert r["flash"] == 16 * 1024 * 1024
+    assert r["psram"] == 16 * 1024 * 1024 - 8192
+    assert r["changed"] == [True, False] and r["uuid"] == "x"
+    # 1752119934.489 s = 2025-07-10 03:58:54.489 UTC (weekday 3 = Thursday)
+    assert r["rtc"] == [2025, 7, 10, 3, 3, 58, 54, 489000]
