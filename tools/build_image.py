@@ -14,7 +14,8 @@ Layout of an image (ESP-IDF "App image format"):
 
 Segments after the first one hold deterministic pseudo-random bytes (from `seed`) so that
 images of any size can be produced quickly.  With `size` given the image is exactly `size`
-bytes, rounded up to a multiple of 16 (every valid image length is a multiple of 16).
+bytes, rounded up to a multiple of 16 (every valid image length is a multiple of 16); the
+minimum is 352 bytes.  `seed % 4` also picks how many padding bytes precede the checksum.
 
 Usage: python tools/build_image.py --version 1.2.3 [--size N] [--chip-id 9] [--project NAME] -o out.bin
 """
@@ -114,12 +115,14 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
         drom, dram, iram, irom = DEFAULT_DROM, DRAM_LEN, IRAM_LEN, DEFAULT_IROM
     else:
         size = (int(size) + 15) & ~15
-        # Segment data ends 1..16 bytes before the digest; keep lengths multiples of 4
-        # (the bootloader rejects others), so end it 4 bytes short: 3 pad bytes + checksum.
-        payload = size - DIGEST_LEN - 4 - OVERHEAD
+        # Segment data ends 1..16 bytes before the digest and segment lengths are multiples
+        # of 4 (the bootloader rejects others), so padding + checksum is 4, 8, 12 or 16 bytes:
+        # the seed picks which, so tests meet every case a real build can produce.
+        tail = 4 * (1 + seed % 4)
+        payload = size - DIGEST_LEN - tail - OVERHEAD
         if payload < APP_DESC_LEN:
             raise ValueError("size %d is too small (minimum %d)"
-                             % (size, APP_DESC_LEN + OVERHEAD + 4 + DIGEST_LEN))
+                             % (size, APP_DESC_LEN + OVERHEAD + 16 + DIGEST_LEN))
         drom, dram, iram, irom = _split(payload, APP_DESC_LEN)
 
     rng = random.Random(seed)
