@@ -120,7 +120,7 @@ def read_app_desc(partition, chip_id=CHIP_ESP32S3):
         return None
 
 
-def _walk(partition, read, size):
+def _walk(read, size):
     """Return (end of segment data, hash_appended); raise ImageError if malformed."""
     hdr = bytearray(HEADER_LEN)
     read(0, hdr)
@@ -147,7 +147,7 @@ def _walk(partition, read, size):
 def _layout(partition):
     read = _reader(partition)
     size = _part_size(partition)
-    data_end, hashed = _walk(partition, read, size)
+    data_end, hashed = _walk(read, size)
     body = (data_end + 16) & ~15  # checksum byte ends the 16-byte block after the data
     end = body + (DIGEST_LEN if hashed else 0)
     if end > size:
@@ -182,7 +182,7 @@ def verify_digest(partition):
 
 
 def checksum(partition):
-    """(stored, calculated) checksum bytes.  Sums the data in 4 KiB chunks as big ints, which is
+    """(stored, calculated) checksum bytes.  XORs the data in 4 KiB chunks as big ints, which is
     far faster than a per-byte loop in bytecode; the XOR of all bytes is order-independent."""
     read, data_end, body, hashed = _layout(partition)
     buf = bytearray(4096)
