@@ -1,5 +1,4 @@
 # Minimal leveled logger: "LEVEL tag: message" lines on the console.
-import time
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _level = 20
@@ -36,7 +35,3 @@ class Logger:
 
 def get(tag):
     return Logger(tag)
-
-
-def ticks_ms():
-    return time.ticks_ms()
