@@ -134,8 +134,10 @@ class Partition:
 
 
 def _verifies(part):
+    # Header, chip, checksum and SHA-256, as esp_image_verify checks before booting/switching.
     try:
-        return app_image.verify_digest(part)
+        app_image.verify_image(part)
+        return True
     except (app_image.ImageError, OSError):
         return False
 
