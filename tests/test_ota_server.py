@@ -114,7 +114,7 @@ def test_spec_example_gets_full_answer(srv, clock):
     dev = srv.device(DEV.lower())
     assert dev["board_type"] == "esp-box-3" and dev["app_version"] == "1.0.0" and dev["checks"] == 1
     entry = srv.requests[-1]
-    assert entry["headers"]["User-Agent"] == "esp-box-3/1.0.0" and entry["json"] == SPEC_BODY
+    assert entry["headers"]["user-agent"] == "esp-box-3/1.0.0" and entry["json"] == SPEC_BODY
     assert entry["status"] == 200
 
 

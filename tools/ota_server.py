@@ -59,11 +59,13 @@ import secrets
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 DEFAULT_PREFIX = "/xiaozhi/ota/"
 OSS_PREFIX = "/api/v1/oss/ithings-private/"
@@ -678,7 +680,7 @@ class OtaServer:
 
     def _record(self, request, endpoint, raw):
         entry = {"time": self.clock(), "endpoint": endpoint, "method": request.method,
-                 "path": request.path, "raw_path": request.raw_path, "headers": dict(request.headers),
+                 "path": request.path, "raw_path": request.raw_path, "headers": CIMultiDict(request.headers),
                  "body": raw, "json": None, "status": None, "device_id": request.headers.get("Device-Id"),
                  "fault": None, "reason": None}
         if raw:
@@ -877,6 +879,7 @@ class OtaServer:
         for e in self.requests[-200:]:
             e = dict(e)
             e["body"] = e["body"].decode("utf-8", "replace")
+            e["headers"] = dict(e["headers"])
             out.append(e)
         return {"requests": out}
 
