@@ -1098,8 +1098,8 @@ def configure(server, args):
 
 
 def admin_main(argv):
-    """`admin URL-less commands` against a running server: activate CODE | devices | inject KIND [N]
-    [ENDPOINT] | offer BOARD VERSION SRC [force] | presign PATH [EXPIRES]."""
+    """Drive a running server: activate CODE | devices | inject KIND [N [ENDPOINT]] |
+    offer BOARD VERSION SRC [force] | presign PATH [EXPIRES]."""
     p = argparse.ArgumentParser(prog="ota_server.py admin", description=admin_main.__doc__)
     p.add_argument("--url", default="http://127.0.0.1:8002")
     p.add_argument("command", choices=("activate", "devices", "inject", "offer", "presign"))
@@ -1126,6 +1126,9 @@ def admin_main(argv):
     except urllib.error.HTTPError as e:
         print("%d %s" % (e.code, e.read().decode()), file=sys.stderr)
         return 1
+    except (urllib.error.URLError, OSError) as e:
+        print("cannot reach %s: %s" % (a.url, e), file=sys.stderr)
+        return 2
 
 
 def main(argv=None):
