@@ -515,3 +515,26 @@ for i in range(3):
     h.request("GET", "https://127.0.0.1:%d/", tls={"verify": False}).read_all()
 """ % port).stdout
     assert out.count("verification is OFF") == 1
+
+
+def test_multi_mib_download_in_small_heap(serve):
+    """3 MiB streamed through one 4 KiB buffer in a 96 KiB heap: memory does not grow with size."""
+    import hashlib
+    data = os.urandom(3 * 1024 * 1024)
+    port, _ = serve(lambda req: Reply(200, data, mode="chunked", chunk_size=4096))
+    res = run("""
+import hashlib
+r = h.request("GET", "http://127.0.0.1:%d/fw")
+buf = bytearray(4096)
+mv = memoryview(buf)
+m = hashlib.sha256()
+n = 0
+while True:
+    k = r.readinto(buf)
+    if not k:
+        break
+    m.update(mv[:k])
+    n += k
+out([n, hexb(m.digest())])
+""" % port, heapsize="96k")
+    assert res == [len(data), hashlib.sha256(data).hexdigest()]
