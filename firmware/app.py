@@ -1,16 +1,288 @@
-# The device's life, start to finish. Protocol details live in their own modules.
+# The device's life as an explicit state machine. Protocol details live in their own modules:
+# ota_check (the xiaozhi check), activation, updater (the update engine), mqtt_ota (pushes).
+#
+#   boot -> wifi -> check -> confirm -> update | activate | listen
+#   activate -> (activated) -> update | listen          update -> reboot (or listen on failure)
+#   listen -> check (MQTT asks, or the re-check timer)  any exhausted retry -> offline -> wifi
+#
+# The running image is confirmed right after the first successful check, before any update:
+# ESP-IDF refuses to start an OTA while the running image is still pending verification, and an
+# image that never reaches its server must roll back. Nothing here crashes: retries back off,
+# unexpected errors are logged and the machine restarts from "wifi" after a backoff delay.
+#
+# Config knobs (config.json, all optional): retry {...} (see retry.py), activation {...} (see
+# activation.py), recheck_interval_s (3600: idle re-check without MQTT), offline_s (1800: wait
+# after giving up), http_timeout_ms, confirm_by ("ota_check" | "mqtt"), run_until (a state name:
+# main() returns on entering it; tests and tools) -- also the environment variable FW_RUN_UNTIL.
 import json
+import os
+import sys
 
-from firmware import board as board_mod
-from firmware import config as config_mod
-from firmware import log, sysinfo
+from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config
 
 _log = log.get("app")
 
+BOOT = "boot"
+WIFI = "wifi"
+CHECK = "check"
+CONFIRM = "confirm"
+ACTIVATE = "activate"
+UPDATE = "update"
+LISTEN = "listen"
+OFFLINE = "offline"
+STOPPED = "stopped"
+STATES = (BOOT, WIFI, CHECK, CONFIRM, ACTIVATE, UPDATE, LISTEN, OFFLINE, STOPPED)
+
+DEFAULT_RECHECK_S = 3600
+DEFAULT_OFFLINE_S = 1800
+
+
+def _num(config, key, default):
+    v = config.get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
+
+
+def _run_until(config):
+    v = None
+    getenv = getattr(os, "getenv", None)  # the unix port has it, the ESP32 port does not
+    if getenv:
+        v = getenv("FW_RUN_UNTIL")
+    return v or config.get("run_until")
+
+
+def _print_exception(e):
+    pe = getattr(sys, "print_exception", None)
+    if pe:
+        pe(e)
+
+
+class App:
+    """Also the context handed to mqtt_ota.listen(ctx): board, config, display, running_version,
+    http, tls(), confirm_image(), install(offer) and request_recheck()."""
+
+    def __init__(self, config, board, display, http=None, sleep=retry.sleep_s):
+        self.config = config
+        self.board = board
+        self.display = display
+        self.http = http or ota_check._http_client
+        self.sleep = sleep
+        self.state = BOOT
+        self.result = None            # the latest successful check
+        self.confirmed = False
+        self.resume = WIFI            # where "offline" goes back to
+        self.reason = None            # why we are offline
+        self.backoff = retry.Backoff.from_config(config)
+        self.crash_backoff = retry.Backoff.from_config(config)
+        self.until = _run_until(config)
+        self.running_version = sysinfo.application(board)["version"]
+        self.history = []             # states entered, for tests and the log
+
+    # ---- the machine ---------------------------------------------------------------------------
+
+    def run(self):
+        while True:
+            st = self.state
+            self.history.append(st)
+            _log.debug("state %s", st)
+            if st == STOPPED or st == self.until:
+                _log.info("stopping in state %s", st)
+                return st
+            try:
+                nxt = getattr(self, "_s_" + st)()
+                self.crash_backoff.reset()
+            except retry.Exhausted as e:
+                self.reason = e.reason
+                self.resume = WIFI if st == WIFI else CHECK
+                nxt = OFFLINE
+            except Exception as e:  # a bug or an unplanned failure: log it, back off, start over
+                _log.error("unexpected error in state %s: %r", st, e)
+                _print_exception(e)
+                self.display.show_failure("internal error: %r" % e, "restarting the check")
+                delay = self.crash_backoff.fail()
+                if delay is None:
+                    self.reason = "internal error: %r" % e
+                    self.crash_backoff.reset()
+                    nxt = OFFLINE
+                else:
+                    self.sleep(delay)
+                    nxt = WIFI
+            self.state = nxt
+
+    def _s_boot(self):
+        b = self.board
+        running = b.Partition(b.Partition.RUNNING).info()[4]
+        _log.info("boot: %s %s, firmware %s in %s (%s)", b.type, b.name, self.running_version,
+                  running, b.ota_state())
+        wifi = self.config.get("wifi") or {}
+        self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
+        return WIFI
+
+    def _s_wifi(self):
+        cfg = self.config.get("wifi") or {}
+        retry.call(lambda: self.board.wifi_connect(cfg), "Wi-Fi", self.backoff, OSError, self.display)
+        w = self.board.wifi()
+        _log.info("Wi-Fi up: %s, %s dBm, ip %s", w.get("ssid"), w.get("rssi"), w.get("ip"))
+        return CHECK
+
+    def check_once(self):
+        return ota_check.check(self.board, self.config, self.http)
+
+    def check_with_retry(self):
+        self.display.show_checking()
+        return retry.call(self.check_once, "OTA check", self.backoff, ota_check.CheckError,
+                          self.display)
+
+    def _s_check(self):
+        try:
+            ota_check.ota_url(self.config)
+        except ota_check.CheckError as e:
+            return self._unconfigured(e.reason)
+        self.result = self.check_with_retry()
+        return CONFIRM if not self.confirmed else self._after_check()
+
+    def _unconfigured(self, reason):
+        # Nothing to talk to: say so, print what the check would send, and stop.
+        _log.error("%s: set it and restart; the check would send:", reason)
+        self.display.show_failure(reason, "edit config.json")
+        print(json.dumps(sysinfo.ota_request(self.board, self.config)))
+        return STOPPED
+
+    def _after_check(self):
+        r = self.result
+        if r.offer is not None:
+            return UPDATE
+        if r.activation is not None:
+            return ACTIVATE
+        return LISTEN
+
+    def _s_confirm(self):
+        if self.config.get("confirm_by", "ota_check") == "ota_check":
+            self.confirm_image("first successful OTA check")
+        else:
+            _log.info("image confirmation left to %s", self.config.get("confirm_by"))
+        return self._after_check()
+
+    def _s_activate(self):
+        self.result = activation.run(self.board, self.config, self.display, self.result,
+                                     self.check_with_retry, self.http, self.sleep)
+        return self._after_check()
+
+    def _s_update(self):
+        offer = self.result.offer
+        self.result.offer = None  # one attempt per check
+        self.install(offer)       # reboots on success
+        return ACTIVATE if self.result.activation is not None else LISTEN
+
+    def _s_listen(self):
+        self.display.show_idle(self.running_version)
+        listen = self._mqtt_listener()
+        if listen is not None:
+            outcome = listen(self)
+            if outcome == "reboot":
+                self.board.reboot()
+            return CHECK
+        delay = retry.jittered(_num(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
+        _log.info("idle; next OTA check in %d s", int(delay))
+        self.sleep(delay)
+        return CHECK
+
+    def _s_offline(self):
+        delay = retry.jittered(_num(self.config, "offline_s", DEFAULT_OFFLINE_S))
+        _log.error("offline: %s; trying again in %d s", self.reason, int(delay))
+        self.display.show_failure(self.reason or "offline", "next try in %d min" % int(delay / 60 + 0.5))
+        self.sleep(delay)
+        return self.resume
+
+    # ---- services for the states and for mqtt_ota -------------------------------------------
+
+    def tls(self):
+        return tls_config.options(self.config)
+
+    def confirm_image(self, why):
+        """Mark the running image valid (cancel rollback); True when it is (now) confirmed."""
+        if self.confirmed:
+            return True
+        try:
+            self.board.Partition.mark_app_valid_cancel_rollback()
+        except OSError as e:
+            _log.error("could not confirm the running image: %s", e)
+            return False
+        self.confirmed = True
+        _log.info("image confirmed (%s): firmware %s, state %s", why, self.running_version,
+                  self.board.ota_state())
+        return True
+
+    def install(self, offer):
+        """Download and install an offer dict (ota_check's Result.offer); reboot on success.
+        Returns only on failure (logged and shown)."""
+        to_v = offer.get("version") or "?"
+        try:
+            from firmware import updater
+        except ImportError:
+            _log.warning("update %s offered but this build has no update engine", to_v)
+            return False
+        _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
+        self.display.show_updating(0, 0, self.running_version, to_v)
+        progress = _Progress(self.display, self.running_version, to_v)
+        try:
+            label = updater.install(self.board, updater.Offer(**offer), self.running_version,
+                                    progress=progress, tls=self.tls())
+        except updater.UpdateError as e:
+            _log.error("update to %s failed: %s", to_v, e.reason)
+            self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
+            return False
+        ota_check.note_installed(self.board, offer)
+        _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
+        self.display.show_success("Updated to %s, restarting" % to_v)
+        self.board.reboot()
+        return True
+
+    def _mqtt_listener(self):
+        mcfg = self.config.get("mqtt") or {}
+        stored = self.board.settings.get(ota_check.K_MQTT)
+        if not mcfg.get("host") and not (isinstance(stored, dict) and stored.get("endpoint")):
+            return None
+        try:
+            from firmware import mqtt_ota
+        except ImportError:
+            return None
+        return getattr(mqtt_ota, "listen", None)
+
+
+class _Progress:
+    """updater progress callback -> display: accepts (done, total) byte counts or a percent."""
+
+    def __init__(self, display, from_v, to_v):
+        import time
+        self._time = time
+        self.display = display
+        self.from_v = from_v
+        self.to_v = to_v
+        self.t0 = time.ticks_ms()
+        self.last_pct = -1
+
+    def __call__(self, done, total=None, *rest):
+        if total:
+            pct = done * 100 // total
+        else:
+            pct = int(done)
+        if pct == self.last_pct:
+            return
+        self.last_pct = pct
+        ms = self._time.ticks_diff(self._time.ticks_ms(), self.t0)
+        rate = (done / 1024) / (ms / 1000) if total and ms > 0 else None
+        self.display.show_updating(pct, rate, self.from_v, self.to_v)
+
 
 def main():
-    config = config_mod.load()
+    from firmware import board as board_mod
+    from firmware import config as config_mod
+    try:
+        config = config_mod.load()
+    except ValueError as e:  # a broken config.json must not brick the device: run unconfigured
+        print("E app: %s" % e)
+        config = config_mod._merge(config_mod.DEFAULTS, {})
     log.set_level(config.get("log_level", "info"))
     board = board_mod.load(config)
-    request = sysinfo.ota_request(board, config)
-    print(json.dumps(request))
+    display = status.open(board, config)
+    return App(config, board, display).run()

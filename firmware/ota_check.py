@@ -1,0 +1,304 @@
+# The OTA check (xiaozhi protocol): POST the board info to ota_url, validate the whole answer,
+# then apply it -- clock, persisted MQTT/WebSocket settings -- and decide on a firmware offer.
+#
+# An answer is checked completely before anything is applied, so a garbage answer changes
+# nothing stored. Every failure is a CheckError with a reason fit for the screen and the log.
+import json
+
+from firmware import http_client as _http_client
+from firmware import log, sysinfo, tls_config, version
+
+_log = log.get("ota")
+
+ANSWER_LIMIT = 16384       # bytes; an OTA answer is a few hundred
+DEFAULT_TIMEOUT_MS = 10000
+K_MQTT = "mqtt"
+K_WEBSOCKET = "websocket"
+K_TIMEZONE = "timezone"
+K_LAST_INSTALL = "ota_last_install"
+_NOT_JSON = object()
+
+
+class CheckError(Exception):
+    def __init__(self, reason, status=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Result:
+    """What one successful check said, after it was applied."""
+
+    def __init__(self, running_version):
+        self.running_version = running_version
+        self.activation = None     # {"code", "message", "challenge", "timeout_ms"} or None
+        self.offer = None          # {"url", "version", "force", "size", "md5", "sha256"} or None
+        self.firmware_note = None  # why there is (no) offer, for the log
+        self.mqtt = None           # the answer's sections (None when absent)
+        self.websocket = None
+        self.server_time = None    # {"utc_ms", "timezone", "offset_min"} or None
+        self.written = []          # settings keys this check wrote or deleted
+        self.headers = None        # the request headers (activation v2 sends the same ones)
+        self._firmware = None
+
+
+# ---- transport ------------------------------------------------------------------------------
+
+def timeout_ms(config):
+    t = config.get("http_timeout_ms")
+    return t if isinstance(t, int) and t > 0 else DEFAULT_TIMEOUT_MS
+
+
+def post_json(http, url, headers, body, config, timeout=None):
+    """POST body as JSON; (status, parsed answer or _NOT_JSON, raw bytes). CheckError on I/O."""
+    try:
+        resp = http.request("POST", url, headers=headers, body=body,
+                            timeout_ms=timeout or timeout_ms(config), tls=tls_config.options(config))
+    except http.HttpError as e:
+        raise CheckError(e.reason, getattr(e, "status", None))
+    try:
+        raw = resp.read_all(ANSWER_LIMIT)
+    except http.HttpError as e:
+        raise CheckError(e.reason, resp.status)
+    finally:
+        resp.close()
+    try:
+        data = json.loads(raw)
+    except Exception:  # MicroPython raises ValueError; be generous about what "not JSON" is
+        data = _NOT_JSON
+    return resp.status, data, raw
+
+
+def error_text(data, raw):
+    """The server's own words for an error answer: {"error"} / {"message"}, else a body snippet."""
+    if isinstance(data, dict):
+        for k in ("error", "message", "msg"):
+            if isinstance(data.get(k), str) and data[k]:
+                return data[k]
+    text = "".join(chr(c) if 32 <= c < 127 else " " for c in raw[:60]).strip()
+    return text or "no details"
+
+
+def is_json_object(data):
+    return isinstance(data, dict)
+
+
+# ---- validation (nothing is applied until the whole answer passed) -------------------------
+
+def _bad(what):
+    raise CheckError("bad answer: " + what)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _section(data, key):
+    v = data.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        _bad("%s is not an object" % key)
+    return v
+
+
+def _opt(sec, where, key, ok, kind):
+    v = sec.get(key)
+    if v is not None and not ok(v):
+        _bad("%s.%s is not %s" % (where, key, kind))
+    return v
+
+
+def _is_str(v):
+    return isinstance(v, str)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_answer(data, running_version):
+    """A Result from the answer's JSON (nothing applied yet); CheckError when it is unusable."""
+    if data is _NOT_JSON:
+        raise CheckError("answer is not JSON")
+    if not isinstance(data, dict):
+        raise CheckError("answer is not a JSON object")
+    if data.get("success") is False:
+        raise CheckError("server refused: %s" % error_text(data, b""))
+    r = Result(running_version)
+
+    act = _section(data, "activation")
+    if act is not None:
+        code = act.get("code")
+        if not isinstance(code, str) or not code.strip():
+            _bad("activation.code is not a string")
+        r.activation = {
+            "code": code.strip(),
+            "message": _opt(act, "activation", "message", _is_str, "a string") or "",
+            "challenge": _opt(act, "activation", "challenge", _is_str, "a string"),
+            "timeout_ms": _opt(act, "activation", "timeout_ms", _is_int, "an integer"),
+        }
+
+    st = _section(data, "server_time")
+    if st is not None:
+        ts = st.get("timestamp")
+        if not _is_num(ts) or ts <= 0:
+            _bad("server_time.timestamp is not a positive number")
+        tz = _opt(st, "server_time", "timezone", _is_str, "a string")
+        if tz is None:
+            tz = _opt(st, "server_time", "timeZone", _is_str, "a string")
+        off = _opt(st, "server_time", "timezone_offset", _is_num, "a number")
+        r.server_time = {"utc_ms": int(ts), "timezone": tz, "offset_min": off}
+
+    r.mqtt = _section(data, "mqtt")
+    ws = _section(data, "websocket")
+    if ws is not None:
+        _opt(ws, "websocket", "url", _is_str, "a string")
+    r.websocket = ws
+
+    fw = _section(data, "firmware")
+    if fw is not None:
+        if not isinstance(fw.get("version"), str):
+            _bad("firmware.version is not a string")
+        _opt(fw, "firmware", "url", _is_str, "a string")
+        force = fw.get("force")
+        if force is not None and force not in (0, 1) and not isinstance(force, bool):
+            _bad("firmware.force is not 0/1/true/false")
+        _opt(fw, "firmware", "size", _is_int, "an integer")
+        _opt(fw, "firmware", "md5", _is_str, "a string")
+        _opt(fw, "firmware", "sha256", _is_str, "a string")
+    r._firmware = fw
+    return r
+
+
+# ---- applying --------------------------------------------------------------------------------
+
+def _days_to_civil(z):
+    # Howard Hinnant's days-from-epoch -> (y, m, d); avoids the 1970/2000 time.gmtime split.
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (y + 1 if m <= 2 else y), m, d
+
+
+def iso_utc(ms):
+    s = int(ms) // 1000
+    y, mo, d = _days_to_civil(s // 86400)
+    r = s % 86400
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, d, r // 3600, (r // 60) % 60, r % 60)
+
+
+def _store(settings, key, value, written):
+    try:
+        if value is None:
+            changed = settings.delete(key)
+        else:
+            changed = settings.set(key, value)
+    except OSError as e:  # a full NVS must not fail the check; the values still apply this boot
+        _log.error("could not store %s: %s", key, e)
+        return False
+    if changed:
+        written.append(key)
+    return changed
+
+
+def apply(board, r):
+    """Set the clock and persist what changed; log each effect."""
+    s = board.settings
+    st = r.server_time
+    if st is not None:
+        board.set_time(st["utc_ms"])
+        _log.info("server time applied: %s UTC (timezone %s, offset %s min)", iso_utc(st["utc_ms"]),
+                  st["timezone"] or "-", "-" if st["offset_min"] is None else st["offset_min"])
+        if st["timezone"] is not None or st["offset_min"] is not None:
+            _store(s, K_TIMEZONE, {"name": st["timezone"], "offset_min": st["offset_min"]}, r.written)
+    if r.mqtt is not None:
+        if _store(s, K_MQTT, r.mqtt, r.written):
+            _log.info("MQTT settings stored (endpoint %s)", r.mqtt.get("endpoint", "-"))
+        else:
+            _log.info("MQTT settings unchanged")
+    elif _store(s, K_MQTT, None, r.written):
+        _log.info("MQTT settings cleared: the server sent none")
+    if r.websocket is not None and _store(s, K_WEBSOCKET, r.websocket, r.written):
+        _log.info("WebSocket settings stored (%s)", r.websocket.get("url", "-"))
+
+
+def decide(r, settings):
+    """Fill r.offer / r.firmware_note from the answer's firmware section."""
+    fw = r._firmware
+    if fw is None:
+        r.firmware_note = "no firmware section"
+        return
+    offered = fw["version"]
+    url = fw.get("url")
+    force = fw.get("force") in (1, True)
+    if not version.is_valid(offered):
+        r.firmware_note = "ignored: malformed firmware.version %r" % offered
+        _log.warning("%s", r.firmware_note)
+        return
+    if not url:
+        r.firmware_note = "firmware %s offered without a url" % offered
+        return
+    if version.is_valid(r.running_version):
+        newer = version.is_newer(offered, r.running_version)
+    else:
+        newer = False
+        _log.warning("running version %r is malformed; only forced offers apply", r.running_version)
+    if not newer and not force:
+        r.firmware_note = "up to date (running %s, server has %s)" % (r.running_version, offered)
+        return
+    last = settings.get(K_LAST_INSTALL)
+    if isinstance(last, dict) and last.get("version") == offered and last.get("url") == url:
+        # Installed once already: either it runs now (a forced re-install would loop) or it
+        # rolled back (installing it again would loop through the bootloader).
+        r.firmware_note = "firmware %s from this url was installed before; not again" % offered
+        _log.warning("%s", r.firmware_note)
+        return
+    r.offer = {"url": url, "version": offered, "force": force, "size": fw.get("size"),
+               "md5": fw.get("md5"), "sha256": fw.get("sha256")}
+    r.firmware_note = "%s %s offered (running %s)" % (
+        "forced" if force and not newer else "update", offered, r.running_version)
+
+
+def note_installed(board, offer):
+    """Remember an installed offer so the same (version, url) is never installed twice."""
+    try:
+        board.settings.set(K_LAST_INSTALL, {"version": offer["version"], "url": offer["url"]})
+    except OSError as e:
+        _log.error("could not store %s: %s", K_LAST_INSTALL, e)
+
+
+# ---- the check -------------------------------------------------------------------------------
+
+def ota_url(config):
+    url = config.get("ota_url")
+    if not isinstance(url, str) or not url:
+        raise CheckError("no ota_url in config.json")
+    return url
+
+
+def check(board, config, http=None):
+    """One OTA check: POST, validate, apply, decide. Returns a Result; raises CheckError."""
+    http = http or _http_client
+    url = ota_url(config)
+    req = sysinfo.ota_request(board, config)
+    h = req["headers"]
+    running = req["body"]["application"]["version"]
+    _log.info("POST %s (Device-Id %s, Client-Id %s, Activation-Version %s, version %s)", url,
+              h["Device-Id"], h["Client-Id"], h["Activation-Version"], running)
+    status, data, raw = post_json(http, url, h, req["body"], config)
+    if status != 200:
+        raise CheckError("HTTP %d: %s" % (status, error_text(data, raw)), status)
+    r = parse_answer(data, running)
+    apply(board, r)
+    decide(r, board.settings)
+    r.headers = h
+    _log.info("check ok: %s%s", r.firmware_note,
+              "; activation code %s" % r.activation["code"] if r.activation else "")
+    return r
