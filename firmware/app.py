@@ -84,8 +84,10 @@ class App:
             st = self.state
             self.history.append(st)
             _log.debug("state %s", st)
-            if st == STOPPED or st == self.until:
-                _log.info("stopping in state %s", st)
+            if st == STOPPED:
+                return st
+            if st == self.until:
+                _log.info("run_until: stopping on entering state %s", st)
                 return st
             try:
                 nxt = getattr(self, "_s_" + st)()
