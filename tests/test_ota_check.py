@@ -1,0 +1,247 @@
+"""The OTA check on the simulated board (MicroPython unix port) against the local OTA server and a
+fault-injecting one: what is sent, what is applied, and that every failure is a clear CheckError
+that leaves stored settings alone."""
+import json
+
+import pytest
+
+import ota_server
+from conftest import free_port, mpy_json
+from http_fault_server import Reply, redirect, start
+from ota_helpers import check, make_root, settings, settings_bytes
+
+FIXED_NOW = 1752119934.489
+MQTT = {"endpoint": "127.0.0.1:1883", "client_id": "{device_id}", "username": "u", "password": "p"}
+
+
+@pytest.fixture
+def srv():
+    s = ota_server.run_in_thread(clock=lambda: FIXED_NOW, mqtt=MQTT, stall_s=5)
+    yield s
+    s.stop()
+
+
+def test_check_posts_the_board_info_and_applies_the_answer(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url)
+    out, log = check(root)
+    assert out["ok"], out
+    req = srv.requests[-1]
+    assert req["path"] == "/xiaozhi/ota/" and req["method"] == "POST"
+    assert req["headers"]["Device-Id"] == "D4:06:06:B6:A9:FB"
+    assert req["headers"]["Activation-Version"] == "1"
+    assert req["json"]["application"]["version"] == "1.0.0"
+    assert req["json"]["ota"] == {"label": "ota_0"}
+    # activation code shown to the user is the server's
+    code = srv.device("D4:06:06:B6:A9:FB")["code"]
+    assert out["activation"]["code"] == code and len(code) == 6
+    # server time: the clock is UTC, the zone is kept apart
+    assert abs(out["time_ms"] - 1752119934489) < 5000
+    assert "server time applied: 2025-07-10T03:58:54Z UTC" in log
+    st = settings(root)
+    assert st["timezone"] == {"name": "Asia/Shanghai", "offset_min": 480}
+    assert st["mqtt"] == {"endpoint": "127.0.0.1:1883", "client_id": "D4:06:06:B6:A9:FB",
+                          "username": "u", "password": "p"}
+    assert st["websocket"]["url"].startswith("ws://127.0.0.1:")
+    assert "MQTT settings stored" in log
+    assert sorted(out["written"]) == ["mqtt", "timezone", "websocket"]
+    # the same answer again writes nothing (flash wear)
+    out2, log2 = check(root)
+    assert out2["ok"] and out2["writes"] == 0 and out2["written"] == []
+    assert "MQTT settings unchanged" in log2
+
+
+def test_timezone_key_spelled_timezone_is_accepted(tmp_path):
+    s = ota_server.run_in_thread(tz_key="timezone", timezone_name="Europe/Berlin", timezone_offset=60)
+    try:
+        root = make_root(tmp_path, s.ota_url)
+        out, _ = check(root)
+    finally:
+        s.stop()
+    assert out["ok"] and out["server_time"]["timezone"] == "Europe/Berlin"
+    assert settings(root)["timezone"] == {"name": "Europe/Berlin", "offset_min": 60}
+
+
+def test_an_answer_without_mqtt_clears_stored_mqtt(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url)
+    check(root)
+    assert "mqtt" in settings(root)
+    srv.set_mqtt(None)
+    out, log = check(root)
+    assert out["ok"] and out["written"] == ["mqtt"]
+    assert "mqtt" not in settings(root)
+    assert "MQTT settings cleared" in log
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("error500", "HTTP 500: Failed to read device auto_update status"),
+    ("error400", "HTTP 400: Invalid OTA request"),
+    ("success_false", "server refused: Device is not allowed (injected)"),
+    ("garbage", "answer is not JSON"),
+    ("not_object", "answer is not a JSON object"),
+    ("wrong_types", "bad answer: "),
+    ("disconnect", "connection closed"),
+    ("stall", "timed out"),
+    ("truncate", "truncated"),
+])
+def test_every_server_fault_is_a_clear_error_and_changes_nothing(tmp_path, srv, kind, reason):
+    srv.set_mqtt(dict(MQTT, password="other"))  # a good answer would change settings
+    root = make_root(tmp_path, srv.ota_url)
+    srv.set_mqtt(MQTT)
+    check(root)                                 # settle: settings now hold a good answer
+    srv.set_mqtt(None)                          # a good answer would now delete mqtt...
+    before = settings_bytes(root)
+    srv.inject(kind, seconds=3 if kind == "stall" else None)
+    out, log = check(root)
+    assert not out["ok"]
+    assert reason in out["reason"], out
+    assert settings_bytes(root) == before and out["writes"] == 0  # ...a bad one changes nothing
+    assert "server time applied" not in log
+
+
+def test_wrong_types_names_the_field(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url)
+    srv.inject("wrong_types")
+    out, _ = check(root)
+    assert out["reason"].startswith("bad answer: ") and "is not" in out["reason"]
+
+
+@pytest.mark.parametrize("kind", ["chunked", "redirect", "redirect_abs"])
+def test_chunked_answers_and_redirects_work(tmp_path, srv, kind):
+    root = make_root(tmp_path, srv.ota_url)
+    srv.inject(kind)
+    out, _ = check(root)
+    assert out["ok"], out
+    assert out["activation"]["code"] == srv.device("D4:06:06:B6:A9:FB")["code"]
+
+
+def test_connect_failure_and_dns_failure(tmp_path):
+    root = make_root(tmp_path / "a", "http://127.0.0.1:%d/xiaozhi/ota/" % free_port())
+    out, _ = check(root)
+    assert not out["ok"] and "connect failed" in out["reason"]
+    root = make_root(tmp_path / "b", "http://no-such-host.invalid/xiaozhi/ota/")
+    out, _ = check(root)
+    assert not out["ok"] and "DNS" in out["reason"]
+
+
+ANSWER = {"server_time": {"timestamp": 1752119934489, "timeZone": "Asia/Shanghai",
+                          "timezone_offset": 480},
+          "firmware": {"version": "1.0.0", "url": "http://x/fw.bin"}}
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked", "close"])
+def test_answer_framing_length_chunked_and_until_close(tmp_path, mode):
+    body = json.dumps(dict(ANSWER, mqtt={"endpoint": "b:1883"})).encode()
+    port, stop = start(lambda req: Reply(200, body, {"Content-Type": "application/json"}, mode=mode,
+                                         chunk_size=7))
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % port)
+        out, _ = check(root)
+        posted = json.loads(stop.requests[-1].body)
+    finally:
+        stop()
+    assert out["ok"], out
+    assert out["mqtt"] == {"endpoint": "b:1883"} and settings(root)["mqtt"] == {"endpoint": "b:1883"}
+    assert posted["board"]["type"] == "esp-box-3"
+
+
+def test_redirect_to_another_path_keeps_the_post(tmp_path):
+    body = json.dumps(ANSWER).encode()
+
+    def handler(req):
+        if req.target == "/old/":
+            return redirect("/new/ota/", status=307)
+        return Reply(200, body, {"Content-Type": "application/json"}) if req.method == "POST" else Reply(405)
+    port, stop = start(handler)
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/old/" % port)
+        out, _ = check(root)
+        targets = [(r.method, r.target) for r in stop.requests]
+    finally:
+        stop()
+    assert out["ok"], out
+    assert targets == [("POST", "/old/"), ("POST", "/new/ota/")]
+
+
+def test_trailing_slash_of_the_configured_url_is_kept(tmp_path):
+    port, stop = start(lambda req: Reply(404, b'{"error": "Not Found"}'))
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/v1/ota/" % port)
+        out, _ = check(root)
+        target = stop.requests[-1].target
+    finally:
+        stop()
+    assert target == "/v1/ota/"
+    assert out["reason"] == "HTTP 404: Not Found" and out["status"] == 404
+
+
+def test_html_error_page_gives_a_readable_reason(tmp_path):
+    port, stop = start(lambda req: Reply(502, b"<html><body>Bad Gateway</body></html>"))
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/ota/" % port)
+        out, _ = check(root)
+    finally:
+        stop()
+    assert out["reason"].startswith("HTTP 502: <html><body>Bad Gateway")
+
+
+# ---- the firmware decision, on the device, without a network --------------------------------
+
+DECIDE = """
+import json
+from firmware import ota_check
+
+class S:
+    def __init__(self, d): self.d = d
+    def get(self, k, default=None): return self.d.get(k, default)
+
+out = []
+for running, fw, stored in json.loads(%r):
+    try:
+        r = ota_check.parse_answer({"firmware": fw}, running)
+        ota_check.decide(r, S(stored))
+        out.append([r.offer, r.firmware_note])
+    except ota_check.CheckError as e:
+        out.append(["error", e.reason])
+print(json.dumps(out))
+"""
+
+URL = "http://x/fw.bin"
+CASES = [
+    ("1.0.0", {"version": "1.0.1", "url": URL}, {}, "offer"),
+    ("1.0.0", {"version": "1.1", "url": URL}, {}, "offer"),
+    ("1.9.0", {"version": "1.10.0", "url": URL}, {}, "offer"),          # numeric, not text
+    ("1.0.0", {"version": "1.0", "url": URL}, {}, None),                # missing parts are 0
+    ("1.0.0", {"version": "0.9.9", "url": URL}, {}, None),
+    ("1.0.0", {"version": "0.9.9", "url": URL, "force": 1}, {}, "offer"),     # downgrade
+    ("1.0.0", {"version": "1.0.0", "url": URL, "force": True}, {}, "offer"),  # reinstall
+    ("1.0.0", {"version": "1.0.0", "url": URL, "force": 0}, {}, None),
+    ("1.0.0", {"version": "1.x", "url": URL}, {}, "malformed"),
+    ("1.0.0", {"version": "", "url": URL, "force": 1}, {}, "malformed"),
+    ("1.0.0", {"version": "2.0.0"}, {}, "without a url"),
+    ("1.0.0", {"version": "2.0.0", "url": ""}, {}, "without a url"),
+    ("1.0.0", {"version": 2, "url": URL}, {}, "error"),
+    ("1.0.0", {"version": "2.0.0", "url": 7}, {}, "error"),
+    ("1.0.0", {"version": "2.0.0", "url": URL, "force": "yes"}, {}, "error"),
+    # the same (version, url) installed before: it rolled back (or would loop) -- never again
+    ("1.0.0", {"version": "2.0.0", "url": URL}, {"ota_last_install": {"version": "2.0.0", "url": URL}}, "before"),
+    ("1.0.0", {"version": "2.0.0", "url": URL + "?v=2"}, {"ota_last_install": {"version": "2.0.0", "url": URL}}, "offer"),
+    ("1.0.0", {"version": "1.0.0", "url": URL, "force": 1}, {"ota_last_install": {"version": "1.0.0", "url": URL}}, "before"),
+    ("garbage", {"version": "2.0.0", "url": URL}, {}, None),             # bad running: only forced
+    ("garbage", {"version": "2.0.0", "url": URL, "force": 1}, {}, "offer"),
+]
+
+
+def test_firmware_offer_decision():
+    out = mpy_json(DECIDE % json.dumps([c[:3] for c in CASES]))
+    for (running, fw, stored, want), (offer, note) in zip(CASES, out):
+        where = (running, fw, stored, offer, note)
+        if want == "offer":
+            assert isinstance(offer, dict) and offer["url"] == fw["url"], where
+            assert offer["version"] == fw["version"]
+            assert offer["force"] == (fw.get("force") in (1, True))
+        elif want == "error":
+            assert offer == "error" and "firmware." in note, where
+        else:
+            assert offer is None, where
+            if want:
+                assert want in note, where
