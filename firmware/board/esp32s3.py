@@ -142,7 +142,13 @@ class Board:
         return "unknown"
 
     def display(self):
+        if self._display is None:
+            from firmware.display.esp_box_3_lcd import make_lcd
+            self._display = make_lcd()
         return self._display
+
+    def screenshot_dir(self):
+        return None
 
     def reboot(self):
         machine.reset()

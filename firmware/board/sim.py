@@ -105,7 +105,14 @@ class Board:
         return sim_partition.ota_state_of_running()
 
     def display(self):
+        """The LCD driver, wired to the simulated panel (which can save PNG screenshots)."""
+        if self._display is None:
+            from firmware.display import sim_panel
+            self._display = sim_panel.make_lcd()
         return self._display
+
+    def screenshot_dir(self):
+        return self.sim.get("screenshots")
 
     def reboot(self):
         _log.info("reboot")
