@@ -1,0 +1,74 @@
+# Compatibility shims so pinned third-party MicroPython libraries run unmodified.
+#
+# umqtt.simple 1.3.4 does `import ussl` and calls `ussl.wrap_socket(sock, **ssl_params)` for
+# TLS. MicroPython >= 1.23 has no `ussl` (only `ssl`), so install() registers this module as
+# `ussl`. wrap_socket builds an SSLContext(PROTOCOL_TLS_CLIENT) and verifies the server against
+# the CA when one is given (PEM text or DER bytes).
+import sys
+
+try:
+    import ssl as _ssl
+except ImportError:  # a build without TLS: plain MQTT still works
+    _ssl = None
+
+CERT_NONE = getattr(_ssl, "CERT_NONE", 0)
+CERT_OPTIONAL = getattr(_ssl, "CERT_OPTIONAL", 1)
+CERT_REQUIRED = getattr(_ssl, "CERT_REQUIRED", 2)
+
+
+def ca_ders(ca):
+    """CA certificates as a list of DER blobs (mbedtls on the unix port parses DER only)."""
+    import binascii
+    if isinstance(ca, str):
+        ca = ca.encode()
+    if not bytes(ca[:64]).lstrip().startswith(b"-----"):
+        return [bytes(ca)]
+    out = []
+    b64 = None
+    for line in ca.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"-----BEGIN CERTIFICATE"):
+            b64 = []
+        elif line.startswith(b"-----END CERTIFICATE"):
+            if b64 is not None:
+                out.append(binascii.a2b_base64(b"".join(b64)))
+            b64 = None
+        elif b64 is not None and line:
+            b64.append(line)
+    if not out:
+        raise ValueError("CA holds no certificate")
+    return out
+
+
+def wrap_socket(sock, server_hostname=None, cadata=None, cert_reqs=None, key=None, cert=None,
+                **kw):
+    """ussl.wrap_socket: a TLS client socket. With `cadata` the server certificate must chain to
+    it (and match server_hostname); without it, `cert_reqs` decides (default: no verification,
+    the old ussl behaviour -- callers that care pass a CA)."""
+    if _ssl is None:
+        raise OSError("TLS not available in this build")
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    if cadata:
+        ctx.verify_mode = CERT_REQUIRED
+        for der in ca_ders(cadata):
+            ctx.load_verify_locations(cadata=der)
+    else:
+        ctx.verify_mode = CERT_NONE if cert_reqs is None else cert_reqs
+    if cert is not None and key is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
+def install():
+    """Make `import ussl` work (idempotent); leaves a real `ussl` alone."""
+    if "ussl" in sys.modules:
+        return
+    try:
+        import ussl  # noqa: F401 -- an older port that still has it
+        return
+    except ImportError:
+        pass
+    sys.modules["ussl"] = sys.modules[__name__]
+
+
+install()

@@ -1,0 +1,333 @@
+# iThings device OTA protocol (DESIGN.md section 3): topics, message builders, push admission.
+# Pure protocol: no sockets, no flash, no clock (callers pass timestamps) -- testable anywhere.
+import json
+import os
+
+# Progress step codes (the platform's own meaning).
+STEP_DOWNLOAD_FAILED = -1   # download or initialisation
+STEP_INTEGRITY_FAILED = -2  # md5 / size / image header
+STEP_WRITE_FAILED = -3      # flash write or boot switch (also: rolled back after reboot)
+STEP_PACKAGE_REFUSED = -4   # version or package type (diff, signMethod, same version, module)
+STEP_DONE = 100
+FAIL_CODES = (-1, -2, -3, -4)
+
+DESC_MAX = 64                # progress desc stays short
+TOKEN_MAX = 64               # longer tokens are treated as malformed
+_SECRET_MARKS = ("://", "?", "=", "x-amz", "signature", "token", "password", "secret")
+_NON_APP = ("bootloader", "partition", "ota_data", "otadata", "nvs", "spiffs", "littlefs",
+            "fatfs", "storage", "model", "assets")
+
+
+class Topics:
+    """The five per-device topics. Never wildcards: IDs with / + # or NUL are refused."""
+
+    def __init__(self, product_id, device_name):
+        for name, v in (("product_id", product_id), ("device_name", device_name)):
+            if not isinstance(v, str) or not v:
+                raise ValueError("mqtt %s not configured" % name)
+            for c in "/+#\0":
+                if c in v:
+                    raise ValueError("mqtt %s must not contain %r" % (name, c))
+        pd = "%s/%s" % (product_id, device_name)
+        self.product_id = product_id
+        self.device_name = device_name
+        self.client_id = "%s&%s" % (product_id, device_name)
+        self.ota_down = "$ota/down/upgrade/" + pd
+        self.thing_down = "$thing/down/property/" + pd
+        self.thing_up = "$thing/up/property/" + pd
+        self.ota_report = "$ota/up/report/" + pd
+        self.progress = "$ota/up/progress/" + pd
+
+    def subscriptions(self):
+        return (self.ota_down, self.thing_down)
+
+
+def default_device_name(mac):
+    """deviceName when the config names none: the Wi-Fi MAC as 12 upper-case hex digits."""
+    return "".join("%02X" % b for b in mac)
+
+
+def new_token():
+    """A msgToken: 16 random hex digits (unique enough per device and message)."""
+    return "".join("%02x" % b for b in os.urandom(8))
+
+
+# ---- messages the device sends -------------------------------------------------------------------
+
+def _encode(method, token, ts_ms, params):
+    return json.dumps({"method": method, "msgToken": token, "timestamp": int(ts_ms),
+                       "params": params}).encode()
+
+
+def report_info(token, ts_ms, version, module="default", mac=None, rssi=None, local_ip=None):
+    """reportInfo on $thing/up/property: how the current platform learns the running version."""
+    params = {"version": version, "module": module}
+    if mac is not None:
+        params["mac"] = mac
+    if rssi is not None:
+        params["rssi"] = rssi
+    if local_ip is not None:
+        params["localIp"] = local_ip
+    return _encode("reportInfo", token, ts_ms, params)
+
+
+def report(token, ts_ms, version, module="default"):
+    """report on $ota/up/report (documented, answered with an error by current platforms)."""
+    return _encode("report", token, ts_ms, {"version": version, "module": module})
+
+
+def safe_desc(text):
+    """A progress desc: short, and without anything that looks like a URL, query or secret."""
+    words = []
+    for w in str(text).split():
+        lw = w.lower()
+        bad = False
+        for m in _SECRET_MARKS:
+            if m in lw:
+                bad = True
+                break
+        words.append("[redacted]" if bad else w)
+    out = " ".join(words)
+    return out if len(out) <= DESC_MAX else out[:DESC_MAX - 3] + "..."
+
+
+def progress(token, ts_ms, step, desc, module=None):
+    """progress on $ota/up/progress: step 1..100 while updating, -1..-4 on failure (never 0)."""
+    step = int(step)
+    if not (1 <= step <= 100 or step in FAIL_CODES):
+        raise ValueError("progress step %d out of range" % step)
+    params = {"step": step, "desc": safe_desc(desc)}
+    if module:
+        params["module"] = module
+    return _encode("progress", token, ts_ms, params)
+
+
+# ---- messages the device receives ----------------------------------------------------------------
+
+def decode(msg):
+    """A message as a dict, or None when it is not a JSON object."""
+    if isinstance(msg, dict):
+        return msg
+    try:
+        obj = json.loads(msg)
+    except (ValueError, TypeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def token_of(obj):
+    """msgToken, or the older clientToken; None when absent or malformed."""
+    for k in ("msgToken", "clientToken"):
+        t = obj.get(k)
+        if isinstance(t, (str, int)) and not isinstance(t, bool):
+            t = str(t)
+            if 0 < len(t) <= TOKEN_MAX:
+                return t
+    return None
+
+
+def reply_code(obj):
+    c = obj.get("code")
+    if isinstance(c, str) and c.isdigit():
+        c = int(c)
+    return c if isinstance(c, int) else None
+
+
+def has_files(obj):
+    """True for the seed's reportInfoReply that carries an upgrade offer in data.files."""
+    data = obj.get("data")
+    return isinstance(data, dict) and isinstance(data.get("files"), list) and len(data["files"]) > 0
+
+
+class Push:
+    """An admitted upgrade push: everything the updater needs."""
+    kind = "push"
+
+    def __init__(self, token, version, url, size, md5, name=None, force=False, method="upgrade"):
+        self.token = token
+        self.version = version
+        self.url = url
+        self.size = size
+        self.md5 = md5
+        self.name = name
+        self.force = force
+        self.method = method
+
+    def __repr__(self):  # never prints the URL: its query is a secret
+        return "<Push %s v%s %d bytes>" % (self.token, self.version, self.size)
+
+
+class Rejection:
+    """A push refused before any flash write; reported as progress `code` with `reason`."""
+    kind = "reject"
+
+    def __init__(self, code, reason, token, version=None):
+        self.code = code
+        self.reason = reason
+        self.token = token
+        self.version = version
+
+    def __repr__(self):
+        return "<Rejection %d %s>" % (self.code, self.reason)
+
+
+class Ignore:
+    """Not acted on and not answered (malformed, duplicate, busy, already running): logged."""
+    kind = "ignore"
+
+    def __init__(self, reason, token=None, version=None):
+        self.reason = reason
+        self.token = token
+        self.version = version
+
+    def __repr__(self):
+        return "<Ignore %s>" % self.reason
+
+
+def _is_md5(s):
+    if not isinstance(s, str) or len(s) != 32:
+        return False
+    for c in s.lower():
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
+def _truthy(v):
+    return v is True or v == 1 or (isinstance(v, str) and v.lower() in ("1", "true", "yes"))
+
+
+def _pick_file(files, board_type):
+    """The one app image among several files: a .bin that is not a bootloader/partition/data
+    image; when several remain, the one naming this board. None when none or ambiguous."""
+    cands = []
+    for f in files:
+        if not isinstance(f, dict):
+            continue
+        name = f.get("name")
+        if not isinstance(name, str) or not name.lower().endswith(".bin"):
+            continue
+        low = name.lower()
+        skip = False
+        for w in _NON_APP:
+            if w in low:
+                skip = True
+                break
+        if not skip:
+            cands.append(f)
+    if len(cands) > 1 and board_type:
+        mine = [f for f in cands if board_type.lower() in f["name"].lower()]
+        if mine:
+            cands = mine
+    return cands[0] if len(cands) == 1 else None
+
+
+def _resolve_url(url, http_base):
+    """Absolute URL, verbatim (a pre-signed query must not be re-encoded); None when relative
+    and there is no base, or not a URL at all."""
+    if url.startswith("/"):
+        if not http_base:
+            return None
+        return http_base.rstrip("/") + url
+    i = url.find("://")
+    if i <= 0 or not url[:i].isalpha():
+        return None
+    return url
+
+
+def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=("https", "http"),
+               http_base=None, max_size=None, board_type=None, module="default"):
+    """Admission of a push (bytes or decoded dict) -> Push, Rejection or Ignore.
+
+    Every check happens here, before any download or flash write: method and fields, isDiff 1,
+    signMethod md5 (any case), version differs from the running one (unless forced) and from
+    the update in progress, size > 0 and <= max_size, URL scheme allowed, one app image.
+    """
+    obj = decode(msg)
+    if obj is None:
+        return Ignore("not a JSON object")
+    method = obj.get("method")
+    if method not in ("upgrade", "reportInfoReply"):
+        return Ignore("method %s is not a push" % method)
+    if method == "reportInfoReply" and not has_files(obj):
+        return Ignore("reportInfoReply without files")
+    token = token_of(obj)
+    if token is None:
+        return Ignore("push without msgToken/clientToken")
+    data = obj.get("data")
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, (int, float)) and not isinstance(version, bool):
+        version = str(version)
+    if in_progress_version is not None:  # first push wins; see mqtt_ota for the rule
+        if version == in_progress_version:
+            return Ignore("duplicate of the update in progress", token, version)
+        return Ignore("busy updating to %s" % in_progress_version, token, version)
+    if reply_code(obj) not in (None, 200):
+        return Ignore("push with code %s" % obj.get("code"), token, version)
+    if not isinstance(data, dict):
+        return Rejection(STEP_PACKAGE_REFUSED, "push without data", token)
+    if not isinstance(version, str) or not version or len(version) > 31:
+        return Rejection(STEP_PACKAGE_REFUSED, "missing or bad version", token)
+    force = _truthy(data.get("force")) or _truthy(data.get("isForce"))
+    if version == running_version and not force:
+        return Ignore("already running %s" % version, token, version)
+    push_module = data.get("module")
+    if push_module not in (None, "") and push_module != module:
+        return Rejection(STEP_PACKAGE_REFUSED, "wrong module %s" % push_module, token, version)
+    is_diff = data.get("isDiff", 1)  # absent in older pushes: full package
+    if is_diff != 1 and is_diff != "1":
+        return Rejection(STEP_PACKAGE_REFUSED, "diff package not supported", token, version)
+    sign = data.get("signMethod", "md5")
+    if not isinstance(sign, str) or sign.lower() != "md5":
+        return Rejection(STEP_PACKAGE_REFUSED, "signMethod %s not supported" % sign, token, version)
+    files = data.get("files")
+    if isinstance(files, list) and files:
+        f = _pick_file(files, board_type)
+        if f is None:
+            return Rejection(STEP_PACKAGE_REFUSED, "no single app image (.bin) in files", token,
+                             version)
+    else:
+        f = data
+        name = f.get("name")
+        if isinstance(name, str) and name and not name.lower().endswith(".bin"):
+            return Rejection(STEP_PACKAGE_REFUSED, "not an app image (.bin)", token, version)
+    size = f.get("size")
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return Rejection(STEP_PACKAGE_REFUSED, "missing or bad size", token, version)
+    if max_size is not None and size > max_size:
+        return Rejection(STEP_PACKAGE_REFUSED, "image of %d bytes exceeds partition (%d)"
+                         % (size, max_size), token, version)
+    md5 = f.get("fileMd5")
+    sig = f.get("signature")
+    if md5 in (None, ""):
+        md5 = sig
+    elif _is_md5(sig) and _is_md5(md5) and sig.lower() != md5.lower():
+        return Rejection(STEP_PACKAGE_REFUSED, "fileMd5 and signature differ", token, version)
+    if not _is_md5(md5):
+        return Rejection(STEP_PACKAGE_REFUSED, "missing or bad md5", token, version)
+    url = f.get("fileUrl") or f.get("url")
+    if not isinstance(url, str) or not url:
+        return Rejection(STEP_DOWNLOAD_FAILED, "no file URL", token, version)
+    if url.startswith("/") and not http_base:
+        return Rejection(STEP_DOWNLOAD_FAILED, "relative URL but no mqtt.http_base", token, version)
+    full = _resolve_url(url, http_base)
+    if full is None:
+        return Rejection(STEP_DOWNLOAD_FAILED, "bad file URL", token, version)
+    for c in full:
+        if c <= " " or c == "\x7f":
+            return Rejection(STEP_DOWNLOAD_FAILED, "bad file URL", token, version)
+    scheme = full[:full.find("://")].lower()
+    if scheme not in [s.lower() for s in allowed_schemes]:
+        return Rejection(STEP_DOWNLOAD_FAILED, "URL scheme %s not allowed" % scheme, token, version)
+    name = f.get("name") if isinstance(f.get("name"), str) else None
+    return Push(token, version, full, size, md5.lower(), name, force, method)
+
+
+def parse_reply(msg):
+    """(method, token, code, obj) of any down message; None when not a JSON object."""
+    obj = decode(msg)
+    if obj is None:
+        return None
+    return obj.get("method"), token_of(obj), reply_code(obj), obj
