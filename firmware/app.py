@@ -58,7 +58,7 @@ def _print_exception(e):
 
 class App:
     """Also the context handed to mqtt_ota.listen(ctx): board, config, display, running_version,
-    http, tls(), confirm_image(), install(offer) and request_recheck()."""
+    confirmed, confirm_image(why), tls(), http, install(offer)."""
 
     def __init__(self, config, board, display, http=None, sleep=retry.sleep_s):
         self.config = config
@@ -182,7 +182,8 @@ class App:
             outcome = listen(self)
             if outcome == "reboot":
                 self.board.reboot()
-            return CHECK
+            if outcome != "not configured":
+                return CHECK
         delay = retry.jittered(_num(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
         _log.info("idle; next OTA check in %d s", int(delay))
         self.sleep(delay)
@@ -224,7 +225,7 @@ class App:
             _log.warning("update %s offered but this build has no update engine", to_v)
             return False
         _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
-        self.display.show_updating(0, 0, self.running_version, to_v)
+        self.display.show_updating(0, None, self.running_version, to_v)
         progress = _Progress(self.display, self.running_version, to_v)
         try:
             label = updater.install(self.board, updater.Offer(**offer), self.running_version,
@@ -252,28 +253,17 @@ class App:
 
 
 class _Progress:
-    """updater progress callback -> display: accepts (done, total) byte counts or a percent."""
+    """updater's progress(done, total, rate_bytes_s) -> the display (total may be None)."""
 
     def __init__(self, display, from_v, to_v):
-        import time
-        self._time = time
         self.display = display
         self.from_v = from_v
         self.to_v = to_v
-        self.t0 = time.ticks_ms()
-        self.last_pct = -1
 
-    def __call__(self, done, total=None, *rest):
-        if total:
-            pct = done * 100 // total
-        else:
-            pct = int(done)
-        if pct == self.last_pct:
-            return
-        self.last_pct = pct
-        ms = self._time.ticks_diff(self._time.ticks_ms(), self.t0)
-        rate = (done / 1024) / (ms / 1000) if total and ms > 0 else None
-        self.display.show_updating(pct, rate, self.from_v, self.to_v)
+    def __call__(self, done, total=None, rate=None):
+        pct = done * 100 // total if total else 0
+        kib_s = rate / 1024 if rate else None
+        self.display.show_updating(pct, kib_s, self.from_v, self.to_v)
 
 
 def main():

@@ -1,0 +1,131 @@
+"""The app's state machine on the simulated board: confirming the running image after the first
+successful check, rollback when the server is never reached, retries with backoff, updates."""
+import json
+import re
+import threading
+import time
+
+import pytest
+
+import build_image
+import ota_server
+from conftest import free_port
+from ota_helpers import boot, install_pending_image, make_root, ota_state, settings
+
+
+@pytest.fixture
+def srv():
+    s = ota_server.run_in_thread(auto_activate_s=0)
+    yield s
+    s.stop()
+
+
+def test_first_successful_check_confirms_the_new_image(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url)
+    install_pending_image(root, "1.1.0")
+    p = boot(root, run_until="listen")
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "firmware 1.1.0 in ota_1 (pending-verify)" in out
+    assert re.search(r"image confirmed \(first successful OTA check\): firmware 1.1.0, state valid", out)
+    assert out.index("POST ") < out.index("image confirmed")
+    assert ota_state(root) == ["ota_1", "1.1.0", "valid"]     # and it stays, boot after boot
+    assert ota_state(root) == ["ota_1", "1.1.0", "valid"]
+
+
+def test_an_image_that_never_reaches_its_server_rolls_back(tmp_path):
+    root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % free_port())
+    install_pending_image(root, "1.1.0")
+    p = boot(root, run_until="offline")
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert "OTA check failed (1/3): connect failed" in out
+    assert re.search(r"OTA check failed \(1/3\): .*; retry in 0\.05 s", out)
+    assert re.search(r"OTA check failed \(2/3\): .*; retry in 0\.10 s", out)   # doubling
+    assert "OTA check failed (3/3)" in out and "giving up for now" in out
+    assert "image confirmed" not in out
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]            # the bootloader rolled it back
+
+
+def test_confirm_by_mqtt_leaves_the_image_unconfirmed_after_the_check(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url, confirm_by="mqtt")
+    install_pending_image(root, "1.1.0")
+    p = boot(root, run_until="listen")
+    assert p.returncode == 0
+    assert "image confirmation left to mqtt" in p.stdout and "image confirmed" not in p.stdout
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]           # nobody confirmed: rolled back
+
+
+def test_server_errors_are_retried_with_reasons_then_succeed(tmp_path, srv):
+    root = make_root(tmp_path, srv.ota_url)
+    srv.inject("error500", count=1)
+    srv.inject("garbage", count=1)
+    p = boot(root, run_until="listen")
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert "OTA check failed (1/3): HTTP 500: Failed to read device auto_update status; retry in" in out
+    assert "OTA check failed (2/3): answer is not JSON; retry in" in out
+    assert "problem: " in out or "failure | " in out              # shown on the screen too
+    assert "image confirmed" in out
+    assert "mqtt" not in settings(root) and "timezone" in settings(root)
+
+
+def test_a_server_that_comes_back_during_the_backoff_is_reached(tmp_path):
+    port = free_port()
+    root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % port,
+                     retry={"base_s": 0.4, "factor": 2, "max_s": 5, "tries": 6, "jitter": 0.25})
+    holder = {}
+
+    def later():
+        time.sleep(0.6)
+        holder["srv"] = ota_server.run_in_thread(port=port, auto_activate_s=0)
+    t = threading.Thread(target=later)
+    t.start()
+    try:
+        p = boot(root, run_until="listen")
+    finally:
+        t.join()
+        holder["srv"].stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "OTA check failed (1/6)" in p.stdout and "image confirmed" in p.stdout
+
+
+def test_unconfigured_device_prints_its_request_and_stops(tmp_path):
+    root = make_root(tmp_path, None)
+    p = boot(root)
+    assert p.returncode == 0
+    assert "no ota_url in config.json" in p.stdout
+    req = json.loads(p.stdout.strip().splitlines()[-1])
+    assert req["headers"]["Device-Id"] == "D4:06:06:B6:A9:FB" and req["body"]["ota"] == {"label": "ota_0"}
+
+
+def test_offered_update_installs_reboots_and_confirms(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url)
+    first = boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr     # rebooted into the update
+    assert "installing 1.2.0" in first.stdout and "rebooting into it" in first.stdout
+    second = boot(root, run_until="listen")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "firmware 1.2.0 in ota_1 (pending-verify)" in second.stdout
+    assert "image confirmed" in second.stdout and "up to date" in second.stdout
+    assert ota_state(root) == ["ota_1", "1.2.0", "valid"]
+
+
+def test_forced_reinstall_happens_once(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.0.0", build_image.build_image("1.0.0"), force=True)
+    root = make_root(tmp_path, srv.ota_url)
+    assert boot(root, run_until="listen").returncode == 3
+    again = boot(root, run_until="listen")
+    assert again.returncode == 0, again.stdout
+    assert "was installed before; not again" in again.stdout
+
+
+def test_failed_download_keeps_the_running_image(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    srv.inject("corrupt", count=10, endpoint="firmware")
+    root = make_root(tmp_path, srv.ota_url)
+    p = boot(root, run_until="listen", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "update to 1.2.0 failed" in p.stdout
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]
