@@ -48,7 +48,8 @@ def post_proof(config, headers, serial, challenge, mac_hex, http=None):
 
 
 class Activation:
-    """Runs until activated; `recheck()` is the app's OTA check with retry (may raise Exhausted)."""
+    """Runs until activated. `recheck()` is the app's OTA check with retry (may raise Exhausted);
+    it must leave the screen alone on success so the code stays visible."""
 
     def __init__(self, board, config, display, recheck, http=None, sleep=retry.sleep_s):
         cfg = config.get("activation") or {}
@@ -67,12 +68,13 @@ class Activation:
         self.accepted = False  # the server answered 200 to our proof
 
     def _show(self, act):
-        if act["code"] == self.shown:
-            return
-        if self.shown is not None:
-            _log.info("new activation code (the old one expired)")
-        self.shown = act["code"]
-        _log.info("ACTIVATION CODE %s -- %s", act["code"], act["message"].replace("\n", " | "))
+        # Logged once per code; put on the screen every round, since a failed re-check in
+        # between shows its reason there (the display drops repeats of the same screen).
+        if act["code"] != self.shown:
+            if self.shown is not None:
+                _log.info("new activation code (the old one expired)")
+            self.shown = act["code"]
+            _log.info("ACTIVATION CODE %s -- %s", act["code"], act["message"].replace("\n", " | "))
         self.display.show_activation(act["code"], act["message"])
 
     def _prove(self, result):
@@ -98,7 +100,6 @@ class Activation:
                          self.backoff.tries, e.reason, delay)
             self.display.show_failure(e.reason, "activation retry in %d s" % int(delay + 0.5))
             self.sleep(delay)
-            self.shown = None  # show the code again after the failure message
             return "retry"
         self.backoff.reset()
         if status == 200:

@@ -129,10 +129,15 @@ class App:
     def check_once(self):
         return ota_check.check(self.board, self.config, self.http)
 
-    def check_with_retry(self):
-        self.display.show_checking()
+    def check_with_retry(self, show=True):
+        if show:
+            self.display.show_checking()
         return retry.call(self.check_once, "OTA check", self.backoff, ota_check.CheckError,
                           self.display)
+
+    def recheck_quietly(self):
+        """A re-check while the activation code is on screen: failures show, success does not."""
+        return self.check_with_retry(show=False)
 
     def _s_check(self):
         try:
@@ -166,7 +171,7 @@ class App:
 
     def _s_activate(self):
         self.result = activation.run(self.board, self.config, self.display, self.result,
-                                     self.check_with_retry, self.http, self.sleep)
+                                     self.recheck_quietly, self.http, self.sleep)
         return self._after_check()
 
     def _s_update(self):

@@ -17,6 +17,7 @@ K_WEBSOCKET = "websocket"
 K_TIMEZONE = "timezone"
 K_LAST_INSTALL = "ota_last_install"
 _NOT_JSON = object()
+_time_logged = False  # info once per boot, then debug: re-checks repeat it every few seconds
 
 
 class CheckError(Exception):
@@ -213,16 +214,19 @@ def apply(board, r):
     s = board.settings
     st = r.server_time
     if st is not None:
+        global _time_logged
         board.set_time(st["utc_ms"])
-        _log.info("server time applied: %s UTC (timezone %s, offset %s min)", iso_utc(st["utc_ms"]),
-                  st["timezone"] or "-", "-" if st["offset_min"] is None else st["offset_min"])
+        (_log.debug if _time_logged else _log.info)(
+            "server time applied: %s UTC (timezone %s, offset %s min)", iso_utc(st["utc_ms"]),
+            st["timezone"] or "-", "-" if st["offset_min"] is None else st["offset_min"])
+        _time_logged = True
         if st["timezone"] is not None or st["offset_min"] is not None:
             _store(s, K_TIMEZONE, {"name": st["timezone"], "offset_min": st["offset_min"]}, r.written)
     if r.mqtt is not None:
         if _store(s, K_MQTT, r.mqtt, r.written):
             _log.info("MQTT settings stored (endpoint %s)", r.mqtt.get("endpoint", "-"))
         else:
-            _log.info("MQTT settings unchanged")
+            _log.debug("MQTT settings unchanged")
     elif _store(s, K_MQTT, None, r.written):
         _log.info("MQTT settings cleared: the server sent none")
     if r.websocket is not None and _store(s, K_WEBSOCKET, r.websocket, r.written):

@@ -129,3 +129,26 @@ def test_failed_download_keeps_the_running_image(tmp_path, srv):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "update to 1.2.0 failed" in p.stdout
     assert ota_state(root)[:2] == ["ota_0", "1.0.0"]
+
+
+def test_wifi_failure_backs_off_and_goes_offline(tmp_path):
+    import mkflash
+    from ota_helpers import FAST
+    cfg = dict(FAST, ota_url="http://127.0.0.1:1/xiaozhi/ota/")
+    root = mkflash.make_device_root(str(tmp_path), config=cfg,
+                                    wifi={"ssid": "SimWiFi", "fail": True})
+    p = boot(root, run_until="offline")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Wi-Fi failed (1/3): Wi-Fi: cannot join" in p.stdout
+    assert "Wi-Fi failed (3/3)" in p.stdout and "POST " not in p.stdout
+
+
+def test_an_unexpected_error_is_logged_backed_off_and_never_crashes(tmp_path):
+    import mkflash
+    from ota_helpers import FAST
+    root = mkflash.make_device_root(str(tmp_path), config=dict(FAST, ota_url="http://127.0.0.1:1/"),
+                                    wifi="not an object")   # the sim's wifi_connect trips over it
+    p = boot(root, run_until="offline")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("unexpected error in state wifi") == 3
+    assert "stopping on entering state offline" in p.stdout

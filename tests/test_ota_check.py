@@ -47,7 +47,7 @@ def test_check_posts_the_board_info_and_applies_the_answer(tmp_path, srv):
     # the same answer again writes nothing (flash wear)
     out2, log2 = check(root)
     assert out2["ok"] and out2["writes"] == 0 and out2["written"] == []
-    assert "MQTT settings unchanged" in log2
+    assert "MQTT settings stored" not in log2
 
 
 def test_timezone_key_spelled_timezone_is_accepted(tmp_path):
@@ -245,3 +245,55 @@ def test_firmware_offer_decision():
             assert offer is None, where
             if want:
                 assert want in note, where
+
+
+# ---- TLS as config.json sets it up (the client's own TLS tests live in test_http_client) ----
+
+def _tls_material(d):
+    import datetime
+    import ssl
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, pub, signer, ca):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+             .public_key(pub).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30)))
+        if ca:
+            b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        else:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+    pem = serialization.Encoding.PEM
+    ca_key, other_key, key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    (d / "ca.pem").write_bytes(cert("ota test CA", "ota test CA", ca_key.public_key(), ca_key, True).public_bytes(pem))
+    (d / "other.pem").write_bytes(cert("other CA", "other CA", other_key.public_key(), other_key, True).public_bytes(pem))
+    (d / "srv.pem").write_bytes(cert("localhost", "ota test CA", key.public_key(), ca_key, False).public_bytes(pem))
+    (d / "srv.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(d / "srv.pem"), str(d / "srv.key"))
+    return ctx
+
+
+def test_https_ota_url_with_the_configured_ca_file(tmp_path):
+    ctx = _tls_material(tmp_path)
+    s = ota_server.run_in_thread(ssl_context=ctx)
+    url = "https://localhost:%d/xiaozhi/ota/" % s.port
+    try:
+        good = make_root(tmp_path / "good", url, tls={"verify": True, "ca_file": str(tmp_path / "ca.pem")})
+        out, _ = check(good)
+        assert out["ok"], out
+        bad = make_root(tmp_path / "bad", url, tls={"verify": True, "ca_file": str(tmp_path / "other.pem")})
+        out, _ = check(bad)
+        assert not out["ok"] and "certificate verification failed" in out["reason"], out
+        off = make_root(tmp_path / "off", url, tls={"verify": False, "ca_file": None})
+        out, log = check(off)
+        assert out["ok"] and "verification is OFF" in log
+    finally:
+        s.stop()
