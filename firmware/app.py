@@ -75,14 +75,12 @@ class App:
         self.crash_backoff = retry.Backoff.from_config(config)
         self.until = _run_until(config)
         self.running_version = sysinfo.application(board)["version"]
-        self.history = []             # states entered, for tests and the log
 
     # ---- the machine ---------------------------------------------------------------------------
 
     def run(self):
         while True:
             st = self.state
-            self.history.append(st)
             _log.debug("state %s", st)
             if st == STOPPED:
                 return st
@@ -91,7 +89,8 @@ class App:
                 return st
             try:
                 nxt = getattr(self, "_s_" + st)()
-                self.crash_backoff.reset()
+                if st in (ACTIVATE, LISTEN):  # steady state reached: earlier errors are history
+                    self.crash_backoff.reset()
             except retry.Exhausted as e:
                 self.reason = e.reason
                 self.resume = WIFI if st == WIFI else CHECK
