@@ -300,6 +300,9 @@ def test_flash_partition_table_turns_an_official_build_ota_capable(images):
     assert "App version: 1.2.3" in image_info(patched[0x10000:], tmp)
     assert ("esptool --chip esp32s3 --port /dev/ttyACM9 --baud 460800 write-flash -z --flash-mode dio "
             "--flash-freq 80m --flash-size 16MB 0x0 " + patched_path) in out
+    # The same rewrite on its own, without a board.
+    run(FLASH + ["ota-image", str(official), "-o", str(tmp / "ota.bin")])
+    assert (tmp / "ota.bin").read_bytes() == patched
 
 
 def test_ota_image_refuses_what_it_cannot_patch(images):
@@ -423,3 +426,29 @@ def test_deploy_ships_the_ca_file_the_config_names_and_refuses_broken_configs(bo
     proc = subprocess.run(DEPLOY + ["deploy", "--port", board.port, "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "config" in proc.stderr
+
+
+def test_sim_serial_command_line_makes_a_board_and_serves_mpremote(tmp_path):
+    root = tmp_path / "sim-board"
+    proc = subprocess.Popen([PY, os.path.join(ROOT, "tools", "sim_serial.py"), str(root)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/")
+        assert (root / "flash.bin").stat().st_size == 16 * 1024 * 1024 and (root / "sim.json").exists()
+        out = run(MPREMOTE + ["connect", port, "exec", "import os; print(sorted(os.listdir()))"])
+        assert "flash.bin" in out and "sim.json" in out
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(10) == 0
+
+
+def test_mpremote_interrupts_a_main_py_that_runs_forever(tmp_path):
+    root = tmp_path / "busy"
+    root.mkdir()
+    (root / "main.py").write_text("import time\nprint('app running')\nwhile True:\n    time.sleep(0.05)\n")
+    with SimSerialBoard(str(root)) as b:
+        assert b.wait_output(b"app running")
+        out = run(MPREMOTE + ["connect", b.port, "exec", "print('interrupted', 6 * 7)"], timeout=30)
+        assert out.strip() == "interrupted 42"
+        assert b"KeyboardInterrupt" in b.output  # Ctrl-C reached main.py as on a board

@@ -120,10 +120,14 @@ def compile_mpy(src_rel, arch, cache):
     src = os.path.join(ROOT, src_rel)
     if not (os.path.exists(dest) and os.path.getmtime(dest) >= os.path.getmtime(src)):
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        cmd = [MPY_CROSS, "-s", src_rel, "-o", dest]
+        tmp = "%s.%d.tmp" % (dest, os.getpid())
+        cmd = [MPY_CROSS, "-s", src_rel, "-o", tmp]
         if arch:
             cmd.append("-march=" + arch)
-        subprocess.run(cmd + [src], check=True)
+        proc = subprocess.run(cmd + [src], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DeployError("mpy-cross %s: %s" % (src_rel, proc.stderr.strip()))
+        os.replace(tmp, dest)  # atomic: a concurrent deploy never reads half a file
     return dest_rel, dest
 
 
