@@ -11,7 +11,8 @@
 # the resume re-hash and the read-back; the steady-state chunk loop allocates nothing.
 #
 # Resume: a dropped connection continues with a Range request at the write position (all of it
-# programmed and hashed). Progress is persisted in board.settings["ota_resume"] every 64 KiB, so
+# programmed and hashed). Progress is persisted in board.settings["ota_resume"] at 64 KiB
+# boundaries, at most once a second (a settings write wears flash and costs time), so
 # after a reset the same offer continues from there, re-hashing what is on flash (MicroPython
 # hash objects cannot be saved) rather than trusting it; if the result then fails its digest
 # check the engine starts over once from byte 0. A server answering 200 to a Range request has
@@ -36,7 +37,8 @@ from firmware import app_image, gunzip, http_client, log, version as _version
 SECTOR = 4096
 BLOCK = 65536
 RESUME_KEY = "ota_resume"
-PERSIST_EVERY = BLOCK  # settings writes wear flash: at most one per 64 KiB downloaded
+PERSIST_EVERY = BLOCK  # resume progress is saved at most once per 64 KiB downloaded ...
+PERSIST_MS = 1000      # ... and once a second: settings writes wear flash and take time
 RETRIES = 5            # consecutive failed attempts (no progress) before giving up
 BACKOFF_MS = 500       # first retry delay, doubled per failure up to BACKOFF_MAX_MS
 BACKOFF_MAX_MS = 8000
@@ -166,6 +168,7 @@ class _Job:
         self.t0 = time.ticks_ms()
         self.d0 = 0
         self.t_prog = self.t0
+        self.t_persist = self.t0
         self._new_hashes()
 
     # ---- hashes ----------------------------------------------------------------------------
@@ -246,6 +249,7 @@ class _Job:
         _log.info("resuming the download at %d bytes (written before a reset)", self.pos)
 
     def _persist(self):
+        self.t_persist = time.ticks_ms()
         w = self.pos - self.pos % SECTOR
         try:
             self.board.settings.set(RESUME_KEY, {"url": self.url, "version": self.offer.version,
@@ -408,7 +412,8 @@ class _Job:
                 except OSError as e:
                     raise UpdateError(E_FLASH, "flash write failed at 0x%x: %s" % (off, e))
                 self.pos = end
-                if end % PERSIST_EVERY == 0:
+                if end % PERSIST_EVERY == 0 and \
+                        time.ticks_diff(time.ticks_ms(), self.t_persist) >= PERSIST_MS:
                     self._persist()
             off = end
             if progress is not None:

@@ -27,8 +27,9 @@ DRIVER = r"""
 import json, os, sys, time
 from firmware.board import sim
 from firmware import updater
-updater.BACKOFF_MS = 20
 a = json.loads(os.getenv('UPD_ARGS'))
+updater.BACKOFF_MS = 20
+updater.PERSIST_MS = a.get('persist_ms', 0)
 b = sim.Board({})
 b.flash.reset_counters()
 cut = a.get('cut')
@@ -84,6 +85,7 @@ except updater.UpdateError as e:
 out['counters'] = b.flash.counters()
 out['progress'] = progress
 out['resume'] = b.settings.get('ota_resume')
+out['settings_writes'] = b.settings.writes
 print(json.dumps(out))
 """
 
@@ -536,6 +538,16 @@ def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server)
     assert [q.headers.get("range") for q in server.requests[n:]] == ["bytes=131072-", None]
     assert flash_at(root, OTA1, SIZE) == data
     assert boot(root)[:2] == ["ota_1", NEW]
+
+
+def test_progress_persistence_is_rate_limited(root, server):
+    data = image()
+    # every 64 KiB (3 records) and the clean-up when the persist interval allows it ...
+    assert install(root, offer_for(server, data), persist_ms=0)["settings_writes"] == 4
+    # ... none at all when the whole download takes less than the interval (flash wear)
+    mkflash.make_device_root(root, version="1.0.0")
+    r = install(root, offer_for(server, data), persist_ms=60000)
+    assert r["ok"] and r["settings_writes"] == 0, r
 
 
 def test_gzip_resume_after_reboot(root, server):
