@@ -5,7 +5,10 @@ PY     := $(VENV)/bin/python
 MPY    := $(VENV)/bin/micropython
 PORT   ?= /dev/ttyACM0
 
-.PHONY: deps run test bench clean
+.PHONY: deps run test bench clean flash deploy console package.json
+FIRMWARE ?=
+CONFIG ?=
+DEPLOY_ARGS ?=
 
 deps: $(VENV)/.stamp lib/.stamp
 
@@ -25,6 +28,19 @@ test: deps
 
 bench: deps
 	$(PY) tools/bench.py
+
+flash: deps
+	$(if $(FIRMWARE),,$(error FIRMWARE=path/to/ESP32_GENERIC_S3-SPIRAM_OCT-....bin is required))
+	$(PY) tools/flash.py flash --port $(PORT) --firmware $(FIRMWARE) $(if $(ERASE),--erase) $(if $(PARTITION_TABLE),--partition-table) $(FLASH_ARGS)
+
+deploy: deps
+	$(PY) tools/deploy.py deploy --port $(PORT) $(if $(CONFIG),--config $(CONFIG)) $(DEPLOY_ARGS)
+
+console: deps
+	$(PY) tools/deploy.py console --port $(PORT)
+
+package.json: deps
+	$(PY) tools/gen_package_json.py
 
 clean:
 	rm -rf $(VENV) build bench.json .pytest_cache

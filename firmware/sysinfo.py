@@ -22,7 +22,8 @@ def application(board):
     if desc is None:
         return {"name": "unknown", "version": "0.0.0", "compile_time": "", "idf_version": "",
                 "elf_sha256": ""}
-    return {"name": desc.project_name, "version": desc.version,
+    # Official MicroPython builds leave the version empty: report 0.0.0 so any offer is newer.
+    return {"name": desc.project_name, "version": desc.version or "0.0.0",
             "compile_time": "%s %s" % (desc.date, desc.time), "idf_version": desc.idf_ver,
             "elf_sha256": binascii.hexlify(desc.elf_sha256).decode()}
 
