@@ -154,6 +154,8 @@ def _rand_below(n):
 def _errtext(e):
     if isinstance(e, _umqtt.MQTTException) and e.args:
         return "broker refused: %s (%s)" % (_MQTT_ERRORS.get(e.args[0], "error"), e.args[0])
+    if isinstance(e, ValueError):
+        return " ".join(str(e).split()) or "TLS error"
     if isinstance(e, OSError) and e.args:
         a = e.args
         if len(a) > 1:
@@ -359,10 +361,7 @@ class Listener:
             return
         try:
             self._connect()
-        except ValueError as e:  # configuration: retrying cannot fix it quickly
-            _log.error("cannot connect: %s", e)
-            self._schedule_reconnect()
-        except Exception as e:
+        except Exception as e:  # TLS verification failures arrive as ValueError
             _log.warning("connect to %s:%d failed: %s", self.cfg.host, self.cfg.port, _errtext(e))
             self._schedule_reconnect()
 
@@ -621,8 +620,10 @@ class Listener:
         self._progress(push.token, 1, "downloading", False)
         self.last_step = 1
         self.last_step_at = self._now()
+        # force: the push names the version to run, older or newer (admission already refused
+        # the running one); the updater still checks the image header carries that version.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
-                              force=push.force)
+                              force=True)
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, self.running, progress=self._on_download,

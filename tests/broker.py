@@ -55,6 +55,8 @@ class Broker:
         conf = os.path.join(self._dir, "mosquitto.conf")
         lines = ["listener %d %s" % (self.port, self.host), "allow_anonymous true",
                  "persistence false", "log_type error", "log_type warning"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # else it drops to "mosquitto", who cannot read our files
         if self.tls:
             lines += ["listener %d %s" % (self.tls["port"], self.host),
                       "certfile %s" % self.tls["cert"], "keyfile %s" % self.tls["key"]]

@@ -39,7 +39,10 @@ def main():
     ctx.mqtt_settings = ctx.board.settings.get("mqtt")
     print("I device: boot %s state %s" % (ctx.running_version, ctx.board.ota_state()))
     duration = int(sys.argv[1]) if len(sys.argv) > 1 else None
-    print("I device: listen -> %s" % mqtt_ota.listen(ctx, duration))
+    try:
+        print("I device: listen -> %s" % mqtt_ota.listen(ctx, duration))
+    except KeyboardInterrupt:  # the test is done with this boot (SIGINT)
+        print("I device: interrupted")
 
 
 main()

@@ -1,0 +1,95 @@
+"""Resilience of the MQTT upgrade-push listener (firmware/mqtt_ota.py) on the unix port: a broker
+killed mid-download, a broker that stops answering pings, duplicate / busy / foreign pushes.
+"""
+import hashlib
+import signal
+import time
+
+import build_image
+import push
+from mqtt_helpers import (DEV, REBOOT, Device, amqtt, broker, ota, platforms,  # noqa: F401
+                          product, push_file, slow, steps, wait_log)
+
+
+# ---- resilience ----------------------------------------------------------------------------------
+
+def test_broker_restart_mid_download(broker, ota, product, platforms, slow, tmp_path):
+    """The broker dies while the image downloads: the device keeps downloading, reconnects
+    with backoff, re-subscribes and re-reports, and the update completes and is confirmed."""
+    files = slow(50 * 1024)                          # ~4 s for the image
+    image = build_image.build_image("1.1.0", size=200000)
+    url = files.add("app.bin", image)
+    dev = Device(tmp_path, broker, product, ota, keepalive=5, reconnect_max_ms=2000)
+    plat = platforms(broker, product)
+    proc = dev.boot(30000)
+    assert plat.wait_report(DEV, timeout=15)
+    token = push_file(plat, DEV, "1.1.0", url, image)
+    assert plat.wait(lambda: any(2 <= s < 99 for s in steps(plat, DEV, token)), timeout=10), \
+        Device.read(proc)
+    broker.kill()
+    time.sleep(0.5)
+    broker.start()
+    rc, log = dev.finish(proc)
+    assert rc == REBOOT, log
+    lost = log.index("connection lost")
+    assert log.index("update 1.0.0 -> 1.1.0 starts") < lost < log.index("installed 1.1.0")
+    assert log.count("connected; subscribed") >= 2, log
+    assert log.count("reportInfo version 1.0.0") >= 2   # re-reported after the reconnect
+    assert len(files.requests) == 1                      # the download itself was not disturbed
+    rc, log2 = dev.run(4000)
+    assert plat.wait_step(DEV, [100], token, timeout=10), log2
+
+
+def test_missed_pings_trigger_reconnect(amqtt, ota, product, platforms, tmp_path):
+    """A broker that stops answering (SIGSTOP: the socket stays open) is detected by the
+    unanswered ping; the device reconnects once the broker is back."""
+    dev = Device(tmp_path, amqtt, product, ota, keepalive=2, reconnect_max_ms=1000)
+    plat = platforms(amqtt, product)
+    proc = dev.boot(12000)
+    assert plat.wait_report(DEV, timeout=15)
+    amqtt.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_log(proc, "no answer to ping", timeout=8), Device.read(proc)
+    finally:
+        amqtt.proc.send_signal(signal.SIGCONT)
+    assert plat.wait(lambda: len(plat.reports(DEV)) >= 2, timeout=15), Device.read(proc)
+    proc.send_signal(signal.SIGINT)
+    rc, log = dev.finish(proc)
+    assert log.count("connected; subscribed") >= 2
+
+
+def test_duplicates_busy_and_foreign_pushes_are_ignored(amqtt, ota, product, platforms, slow,
+                                                        tmp_path):
+    files = slow(150 * 1024)
+    image = build_image.build_image("1.1.0", size=250000)
+    url = files.add("app.bin", image)
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    proc = dev.boot(30000)
+    assert plat.wait_report(DEV, timeout=15)
+    msg = push.upgrade_message("1.1.0", url, len(image), hashlib.md5(image).hexdigest(),
+                               name="app.bin")
+    token = msg["msgToken"]
+    plat.publish_raw(DEV, msg)
+    plat.publish_raw(DEV, msg)                                  # QoS 1 redelivery
+    assert plat.wait(lambda: steps(plat, DEV, token), timeout=10)
+    dup = push_file(plat, DEV, "1.1.0", url, image)             # same version, new token
+    other = push_file(plat, DEV, "1.2.0", url, image)           # a different version: busy
+    foreign = push_file(plat, "OTHERDEVICE", "1.1.0", url, image)
+    rc, log = dev.finish(proc)
+    assert rc == REBOOT, log
+    assert len(files.requests) == 1, files.requests
+    assert "duplicate of the update in progress" in log and "busy updating to 1.1.0" in log
+    for t in (dup, other, foreign):
+        assert plat.progress(DEV, t) == [] and plat.progress("OTHERDEVICE", t) == []
+    assert "OTHERDEVICE" not in log
+    subs = [line for line in log.splitlines() if "subscribed" in line]
+    assert subs and all("+" not in s and "#" not in s for s in subs)
+    # After the reboot the same push arrives again (platform retry): ignored, not re-installed.
+    proc = dev.boot(4000)
+    assert plat.wait_step(DEV, [100], token, timeout=10), Device.read(proc)
+    plat.publish_raw(DEV, msg)
+    rc, log2 = dev.finish(proc)
+    assert rc == 0 and "ignored push %s" % token in log2
+    assert len(files.requests) == 1
+    assert steps(plat, DEV, token).count(100) == 1
