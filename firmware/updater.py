@@ -74,6 +74,16 @@ class Offer:
         self.force = force
 
 
+class _Empty:
+    """The rest of a body that had already arrived in full."""
+
+    def readinto(self, buf):
+        return 0
+
+    def close(self):
+        pass
+
+
 class _Retry(Exception):
     """An attempt failed in a way a new request may fix (dropped connection, 5xx, timeout)."""
 
@@ -147,7 +157,7 @@ class _Job:
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.probe = probe
-        self.gz_url = _url_path(self.url).endswith(".gz")
+        self.gz_url = _url_path(self.url).lower().endswith(".gz")
         self.gz = self.gz_url  # learnt from Content-Encoding too
         P = board.Partition
         try:
@@ -325,6 +335,9 @@ class _Job:
         h = resp.headers
         if st >= 500 or st in (408, 429):
             raise _Retry("HTTP %d %s" % (st, _short(resp.reason, 40)))
+        if st == 416 and start and start == self.need and not self.gz:
+            resp.close()
+            return _Empty(), start  # everything had arrived; only the end of the body was lost
         if st == 416 and start:
             _log.warning("server refused the Range request; starting over")
             self._restart()

@@ -262,6 +262,17 @@ def test_single_connection_reset_is_survived(root, server, pct):
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+def test_drop_after_the_last_byte_of_a_chunked_body(root, server):
+    data = image(size=3 * 65536)
+    head = len("%x\r\n" % len(data))
+    server.fault = {"mode": "chunked", "close_at": head + len(data)}  # no final 0-chunk
+    r = install(root, offer_for(server, data))
+    assert r["ok"], r
+    assert [q.headers.get("range") for q in server.requests] == [None, "bytes=196608-"]  # 416
+    assert r["counters"]["programmed_bytes"] == len(data) + 32
+    assert boot(root)[:2] == ["ota_1", NEW]
+
+
 def test_chunked_download_without_size_or_md5(root, server):
     # the xiaozhi check offers only a URL and a version; the image's own digest is the check
     data = image()
