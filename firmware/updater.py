@@ -32,7 +32,7 @@ import hashlib
 import time
 import binascii
 
-from firmware import app_image, gunzip, http_client, log, version as _version
+from firmware import app_image, http_client, log, version as _version
 
 SECTOR = 4096
 BLOCK = 65536
@@ -159,6 +159,7 @@ class _Job:
         self.probe = probe
         self.gz_url = _url_path(self.url).lower().endswith(".gz")
         self.gz = self.gz_url  # learnt from Content-Encoding too
+        self.gz_error = None
         P = board.Partition
         try:
             self.part = P(P.RUNNING).get_next_update()
@@ -372,6 +373,8 @@ class _Job:
         if self.gz:
             self._new_hashes()  # the stream starts again at 0: so do the hashes
             hashes = [x for x in (self.h_wire, self.h_wire_sha) if x is not None]
+            from firmware import gunzip  # only when needed (RAM)
+            self.gz_error = gunzip.GzipError
             return gunzip.Gunzip(resp, len(self._buf), len(self._buf), hashes), 0
         return resp, first
 
@@ -475,8 +478,12 @@ class _Job:
                 reason = e.reason
             except http_client.HttpError as e:  # the connection broke mid-body
                 reason = e.reason
-            except gunzip.GzipError as e:
-                raise UpdateError(E_INTEGRITY, str(e))
+            except UpdateError:
+                raise
+            except Exception as e:
+                if self.gz_error is not None and isinstance(e, self.gz_error):
+                    raise UpdateError(E_INTEGRITY, str(e))
+                raise
             fails = 0 if self.pos > before else fails + 1
             if fails > self.retries or attempts > 4 * (self.retries + 1):
                 raise UpdateError(E_DOWNLOAD, "download failed: %s" % _short(reason))
