@@ -74,7 +74,7 @@ if cut:
         b.Partition.set_boot = lambda self: halt('before set_boot')
 progress = []
 def on_progress(done, total, rate):
-    progress.append([done, total, rate])
+    progress.append([done, total, rate, time.ticks_ms()])
 try:
     label = updater.install(b, updater.Offer(**a['offer']), a.get('running', '1.0.0'),
                             progress=on_progress, timeout_ms=a.get('timeout_ms', 5000),
@@ -126,6 +126,15 @@ class ImageServer:
                 return Reply(416, b"")
             status = 206
             headers["Content-Range"] = "bytes %d-%d/%d" % (start_at, len(body) - 1, len(body))
+        if "pace" in f:           # (bytes, seconds): a slow link, written by hand
+            step, pause = f["pace"]
+            head = "HTTP/1.1 %d OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
+                status, len(body) - start_at)
+            req.conn.sendall(head.encode())
+            for i in range(start_at, len(body), step):
+                req.conn.sendall(body[i:i + step])
+                time.sleep(pause)
+            return None
         kw = {}
         if "close_at" in f:       # an absolute offset in the file: the connection drops there
             kw["close_after"] = max(0, f["close_at"] - start_at)
@@ -353,11 +362,17 @@ def test_corrupt_gzip_is_an_integrity_failure(root, server):
 
 
 def test_progress_is_rate_limited(root, server):
-    data = image(size=1024 * 1024)
+    data = image(size=256 * 1024)
+    server.fault = {"pace": (16384, 0.06)}                      # about 1 s for 64 chunks
     r = install(root, offer_for(server, data))
     assert r["ok"], r
-    # a 1 MiB local download takes well under a second: at most a few calls, the last at 100 %
-    assert 1 <= len(r["progress"]) <= 5 and r["progress"][-1][:2] == [len(data), len(data)]
+    p = r["progress"]
+    assert p[-1][:2] == [len(data), len(data)]                  # the last call says 100 %
+    assert 2 <= len(p) <= 8, p                                  # not one per chunk (64)
+    gaps = [b[3] - a[3] for a, b in zip(p, p[1:-1])]
+    assert all(g >= 250 for g in gaps), gaps                    # at most 4 a second
+    assert all(0 < x[0] <= len(data) and x[1] == len(data) and x[2] > 0 for x in p)
+    assert [x[0] for x in p] == sorted(x[0] for x in p)
 
 
 # ---- the fault matrix: each ends with the old image booting --------------------------------
