@@ -1,0 +1,32 @@
+"""`make run` (tools/run_sim.py): the README's first command, end to end on the unix port."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_demo(tmp_path, *extra):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "run_sim.py"), "--exit-when-done",
+                           "--root", str(tmp_path / "sim"), "--timeout", "90"] + list(extra),
+                          capture_output=True, text=True, timeout=240)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_make_run_activates_and_applies_a_pushed_update(tmp_path):
+    code, out = run_demo(tmp_path)
+    assert code == 0, out[-4000:]
+    for needle in ("POST http://127.0.0.1", "ACTIVATION CODE", "device activated", "server time applied",
+                   "MQTT settings stored", "reportInfo version 1.0.0", "image 1.1.0 written to ota_1",
+                   "firmware 1.1.0 in ota_1 (pending-verify)", "update to 1.1.0 confirmed",
+                   "device D40606B6A9FB confirmed the update"):
+        assert needle in out, needle
+    shots = sorted(os.listdir(tmp_path / "sim" / "screens"))
+    assert {"activation.png", "updating.png", "success.png", "idle.png"} <= set(shots)
+
+
+def test_make_run_with_an_efuse_serial_uses_activation_v2(tmp_path):
+    code, out = run_demo(tmp_path, "--serial", "SN-SIM-0001", "--no-push")
+    assert code == 0, out[-4000:]
+    assert "Activation-Version 2" in out
+    assert "HMAC" in out and "device activated" in out
