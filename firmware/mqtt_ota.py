@@ -32,7 +32,8 @@ from umqtt import simple as _umqtt
 
 _log = log.get("mqtt")
 
-K_PENDING = "mqtt_ota_pending"   # {"pending_version", "token", "from_version"} across the reboot
+K_PENDING = "mqtt_ota_pending"   # {"pending_version", "token", "from_version", "stage"}:
+#                                  stage "download" while installing, "reboot" once set to boot
 K_LAST = "mqtt_ota_last"         # {"token", "version", "step"} of the last finished push
 K_MQTT = "mqtt"                  # the OTA check's persisted `mqtt` section
 DEFAULT_JITTER_MS = 5000
@@ -41,6 +42,7 @@ RECONNECT_BASE_MS = 1000
 RECONNECT_MAX_MS = 60000
 PROGRESS_INTERVAL_MS = 1000
 QUEUE_MAX = 8
+INBOX_MAX = 16
 _MQTT_ERRORS = {1: "unacceptable protocol version", 2: "client id rejected",
                 3: "server unavailable", 4: "bad username or password", 5: "not authorised"}
 
@@ -275,6 +277,7 @@ class Listener:
         self.last_step_at = None
         self.started = time.ticks_ms()
         self.rereport_at = None
+        self.inbox = []               # (topic, msg) received, handled outside umqtt's loops
         self.max_size = self._partition_size()
 
     # ---- display (never fatal) --------------------------------------------------------------
@@ -369,6 +372,7 @@ class Listener:
         """Read what the broker sent (non-blocking), keep the connection alive, detect death."""
         if self.client is None:
             self._try_connect()
+            self._drain()
             return
         try:
             for _ in range(16):
@@ -391,6 +395,7 @@ class Listener:
                 self.ping_at = self.tx_at = now
         except Exception as e:
             self._drop(_errtext(e))
+        self._drain()
 
     def _publish(self, topic, payload, qos):
         """Publish now; False (and the connection dropped) when that fails."""
@@ -459,10 +464,21 @@ class Listener:
 
     # ---- incoming -----------------------------------------------------------------------------
     def _on_message(self, topic, msg):
-        try:
-            self._handle(topic.decode() if isinstance(topic, bytes) else topic, msg)
-        except Exception as e:  # a bad message must never look like a broken connection
-            _log.error("message on %s not handled: %r", topic, e)
+        # umqtt.simple calls this from inside its own read loops (also while a QoS 1 publish
+        # waits for its PUBACK). Publishing from here would nest those loops, and the inner one
+        # swallows the outer PUBACK; so only queue the message, _drain() handles it.
+        if len(self.inbox) >= INBOX_MAX:
+            _log.warning("inbox full: dropped a message on %s", topic)
+            return
+        self.inbox.append((topic, msg))
+
+    def _drain(self):
+        while self.inbox:
+            topic, msg = self.inbox.pop(0)
+            try:
+                self._handle(topic.decode() if isinstance(topic, bytes) else topic, msg)
+            except Exception as e:  # a bad message must never look like a broken connection
+                _log.error("message on %s not handled: %r", topic, e)
 
     def _handle(self, topic, msg):
         if topic not in (self.t.ota_down, self.t.thing_down):
@@ -536,6 +552,13 @@ class Listener:
             _log.info("running the new version %s; waiting for reportInfoReply to confirm it",
                       self.running)
             self.confirm = p
+            return
+        if p.get("stage") == "download":  # a reset (power loss) cut the update short
+            _log.warning("update to %s was interrupted by a reset", p["pending_version"])
+            self._show("show_failure", "update to %s interrupted" % p["pending_version"],
+                       "running %s; waiting for the next push" % self.running)
+            self._finish(token, p["pending_version"], ithings.STEP_DOWNLOAD_FAILED,
+                         "interrupted by a reset")
             return
         why = "rolled back to %s" % self.running
         _log.warning("update to %s did not stick: %s", p["pending_version"], why)
@@ -617,6 +640,9 @@ class Listener:
         self.last_step_at = None
         _log.info("update %s -> %s starts", self.running, push.version)
         self._show("show_updating", 0, 0, self.running, push.version)
+        # Recorded first, so a reset mid-update is reported (-1) after the next boot.
+        self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
+                                            "from_version": self.running, "stage": "download"})
         self._progress(push.token, 1, "downloading", False)
         self.last_step = 1
         self.last_step_at = self._now()
@@ -638,7 +664,7 @@ class Listener:
         finally:
             self.updating = None
         self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
-                                            "from_version": self.running})
+                                            "from_version": self.running, "stage": "reboot"})
         _log.info("installed %s in %s; rebooting", push.version, label)
         self._progress(push.token, 99, "installed, rebooting", False)
         self._show("show_success", "update %s installed, restarting" % push.version)
@@ -651,6 +677,7 @@ class Listener:
         self._show("show_failure", "update to %s failed: %s" % (push.version, reason),
                    "still running %s; waiting for the next push" % self.running)
         self.board.settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
+        self.board.settings.delete(K_PENDING)
         self._progress(push.token, code, reason)
         self._rereport_soon()
         self._show("show_idle", self.running)

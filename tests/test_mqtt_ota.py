@@ -4,7 +4,10 @@ the local OTA server serving pre-signed downloads, and tools/push.py playing the
 platform. Resilience (broker restarts, missed pings, duplicates): test_mqtt_resilience.py.
 """
 import hashlib
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 import broker as brokers
 import build_image
 import push
+from conftest import ROOT, mpy_json
 from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank, broker,  # noqa: F401
                           firmware_requests, ota, platforms, product, push_file, steps,
                           wait_log)
@@ -36,7 +40,7 @@ def test_push_download_reboot_report_confirm(kind, form, ota, product, platforms
         assert rc == REBOOT, log1
         assert "installed 1.1.0 in ota_1" in log1
         assert dev.settings()["mqtt_ota_pending"] == {"pending_version": "1.1.0", "token": token,
-                                                      "from_version": "1.0.0"}
+                                                      "from_version": "1.0.0", "stage": "reboot"}
         # The download used the pre-signed URL verbatim (relative in the seed form).
         req = firmware_requests(ota, t_push)
         assert len(req) == 1 and req[0]["status"] == 200
@@ -46,6 +50,7 @@ def test_push_download_reboot_report_confirm(kind, form, ota, product, platforms
         assert "boot 1.1.0 state pending-verify" in log2
         assert plat.wait_step(DEV, [100], token, timeout=5), log2
         assert "image marked valid" in log2 and "update to 1.1.0 confirmed" in log2
+        assert "connection lost" not in log1 + log2
         s = steps(plat, DEV, token)
         assert s[0] == 1 and s[-1] == 100 and 99 in s
         assert 0 not in s and not set(s) & set(FAIL_STEPS)
@@ -177,3 +182,61 @@ def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path):
         rc, log = dev.run(1500)
         assert rc == 0 and "connected; subscribed" not in log and "failed" in log, log
         assert len(plat.reports(DEV)) == n
+
+
+def test_push_tool_command_line(amqtt, ota, product, tmp_path):
+    """tools/push.py as a user runs it: waits for the device's version report, pushes (seed form,
+    image served by a running OTA server through its admin API), draws progress, exits 0 on 100."""
+    dev = Device(tmp_path, amqtt, product, ota, report_ota_topic=True)
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "push.py"), "--broker",
+           "%s:%d" % (amqtt.host, amqtt.port), "--product", product, "--device", DEV,
+           "--version", "1.2.0", "--size", "120000", "--form", "seed", "--ota-url", ota.url,
+           "--wait-report", "--timeout", "40"]
+    tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rc, log = dev.run(20000)
+        assert rc == REBOOT, log
+        assert "reply to report: code 400 (ignored)" in log   # $ota/up/report's error reply
+        rc, log = dev.run(3000)
+        assert "connection lost" not in log, log  # replies handled outside umqtt's read loops
+        out, _ = tool.communicate(timeout=30)
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+    assert tool.returncode == 0, out + log
+    assert "[" + "#" * 30 + "]  100%" in out and "confirmed the update" in out
+    assert "reports version 1.0.0" in out and "reports version 1.2.0" in out
+
+
+def test_connection_settings(tmp_path):
+    res = mpy_json(r"""
+import json
+from firmware import config as C, mqtt_ota
+mac = b"\xd4\x06\x06\xb6\xa9\xfb"
+out = []
+def s(cfg, over):
+    c = C._merge(C.DEFAULTS, {"mqtt": cfg})
+    x = mqtt_ota.Settings(c, over, mac)
+    out.append([x.host, x.port, x.tls, x.client_id, x.topics.ota_down, x.username, x.password,
+                x.keepalive, x.jitter_ms])
+s({"host": "h", "product_id": "P"}, None)
+s({"host": "h", "port": 8883, "product_id": "P", "device_name": "dev1", "username": "u",
+   "password": "pw", "keepalive": 30, "download_jitter_ms": 0}, None)
+s({"host": "h"}, {"endpoint": "mqtt.example.com:8883", "client_id": "X&Y", "username": "u2",
+                  "password": "p2", "keepalive": 120})
+s({"host": "h", "product_id": "P"}, {"endpoint": "broker.local", "client_id": "GID_test@@@abc",
+                                     "username": ""})
+try:
+    s({"host": "h"}, None)
+except ValueError as e:
+    out.append(str(e))
+print(json.dumps(out))
+""")
+    assert res[0] == ["h", 1883, False, "P&D40606B6A9FB", "$ota/down/upgrade/P/D40606B6A9FB",
+                      None, None, 60, 5000]
+    assert res[1] == ["h", 8883, True, "P&dev1", "$ota/down/upgrade/P/dev1", "u", "pw", 30, 0]
+    assert res[2] == ["mqtt.example.com", 8883, True, "X&Y", "$ota/down/upgrade/X/Y", "u2", "p2",
+                      120, 5000]
+    assert res[3] == ["broker.local", 1883, False, "GID_test@@@abc",
+                      "$ota/down/upgrade/P/D40606B6A9FB", None, None, 60, 5000]
+    assert "product_id" in res[4]

@@ -93,3 +93,26 @@ def test_duplicates_busy_and_foreign_pushes_are_ignored(amqtt, ota, product, pla
     assert rc == 0 and "ignored push %s" % token in log2
     assert len(files.requests) == 1
     assert steps(plat, DEV, token).count(100) == 1
+
+
+def test_power_loss_mid_download_is_reported_after_boot(amqtt, ota, product, platforms, slow,
+                                                        tmp_path):
+    """SIGKILL (power loss) while the image downloads: the old image boots and the push is
+    reported as failed (-1) with its token, instead of hanging at "downloading" forever."""
+    files = slow(60 * 1024)
+    image = build_image.build_image("1.1.0", size=200000)
+    url = files.add("app.bin", image)
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    proc = dev.boot(20000)
+    assert plat.wait_report(DEV, timeout=15)
+    token = push_file(plat, DEV, "1.1.0", url, image)
+    assert plat.wait(lambda: any(s >= 2 for s in steps(plat, DEV, token)), timeout=10)
+    proc.kill()
+    proc.wait()
+    assert dev.settings()["mqtt_ota_pending"]["stage"] == "download"
+    rc, log = dev.run(2500)
+    assert "boot 1.0.0" in log, log
+    got = plat.wait_step(DEV, [-1, -2, -3, -4], token, timeout=5)
+    assert got and got["step"] == -1 and "reset" in got["desc"], log
+    assert "mqtt_ota_pending" not in dev.settings()
