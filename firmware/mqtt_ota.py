@@ -1,25 +1,35 @@
 # Upgrade pushes over MQTT (iThings, DESIGN.md section 3): the LISTEN state of the app.
 #
 # listen(ctx) connects with umqtt.simple (pinned, unmodified), subscribes the device's two down
-# topics, reports the running version (reportInfo) on every connect, and turns an admitted push
-# into updater.install() -> persist {"pending_version", "token"} -> reboot. After the reboot it
-# confirms the new image when the platform answers reportInfo with reportInfoReply code 200
-# (config confirm_by "mqtt"), or reports the rollback when the old image came back.
+# topics ($ota/down/upgrade and $thing/down/property, never wildcards), reports the running
+# version (reportInfo) on every connect, and turns an admitted push into updater.install() ->
+# persist the pending version + token -> reboot. After the reboot it confirms the new image when
+# the platform answers reportInfo with reportInfoReply code 200 (config confirm_by "mqtt"; with
+# "ota_check" the app's check confirms it), or reports the rollback when the old image came back.
 #
 # Rules worth knowing:
 # - One update at a time, first push wins. A push for the same version while one is queued or
 #   running is a duplicate (ignored); a push naming a different version is ignored as "busy"
-#   (logged). When the update ends the device re-reports its version, so the platform knows
-#   where it stands and can push again. Same-token redeliveries are ignored too.
+#   (logged). When an update fails the device re-reports its version, so the platform knows
+#   where it stands and can push again. Redeliveries of a handled token are ignored.
 # - A push for the version already running is ignored unless forced (DESIGN.md section 3); the
 #   device answers it by re-reporting reportInfo, which is how the platform judges success.
+#   Other versions, older ones included, are installed: the platform names the version to run.
 # - Download progress is reported as steps 1..99 (each whole-percent change, at most once a
 #   second); 100 "upgraded" is sent only once the new image is confirmed after its reboot.
-# - Every download starts after a random delay of 0..mqtt.download_jitter_ms (default 5000) so
-#   a fleet pushed at once does not stampede the file server.
+#   A reset mid-update is reported as -1 after the next boot, a rollback as -3.
+# - Every download starts after a random delay of 0..mqtt.download_jitter_ms so a fleet pushed
+#   at once does not stampede the file server.
 # - The connection is kept alive during the download (the updater's progress callback pings and
 #   reads); when it drops it is re-established with exponential backoff plus jitter, and the
 #   reports that matter (failures, rollback, upgraded) wait in a small queue until delivered.
+#   The download blocks in HTTP reads for at most the updater's timeout (15 s); keep
+#   mqtt.keepalive * 1.5 above that (the default 60 s is).
+#
+# config.json "mqtt" keys read here (besides config.py's): download_jitter_ms (5000), module
+# ("default"), ca_file (else tls.ca_file), confirm_timeout_s (none: reboot -> roll back when an
+# updated image is not confirmed in time), reconnect_max_ms (60000). deviceName defaults to the
+# Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import errno
 import os
 import select
@@ -513,10 +523,11 @@ class Listener:
         if r.kind == "ignore":
             _log.info("ignored push %s: %s", r.token, r.reason)
             if r.reason.startswith("already running"):
-                self._remember(r.token, r.version, 0)
-                self._rereport_soon()
+                self._remember(r.token)
+                if obj.get("method") == "upgrade":  # not for a reply that lists files
+                    self._rereport_soon()
             return
-        self._remember(r.token, r.version, None)
+        self._remember(r.token)
         if r.kind == "reject":
             _log.warning("refused push %s: %d %s", r.token, r.code, r.reason)
             self._progress(r.token, r.code, r.reason)
@@ -528,10 +539,8 @@ class Listener:
         self.push = r
         self.push_at = time.ticks_add(self._now(), delay)
 
-    def _remember(self, token, version, step):
-        if token is None:
-            return
-        if token not in self.seen_tokens:
+    def _remember(self, token):
+        if token is not None and token not in self.seen_tokens:
             self.seen_tokens.append(token)
             if len(self.seen_tokens) > 16:
                 self.seen_tokens.pop(0)
