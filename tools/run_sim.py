@@ -72,6 +72,7 @@ class Device:
         self.boots = 0
         self.stopping = False
         self.exit_code = None
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self):
@@ -80,11 +81,15 @@ class Device:
 
     def _loop(self):
         env = dict(os.environ, MICROPYPATH=":".join([ROOT, os.path.join(ROOT, "lib"), ".frozen"]))
-        while not self.stopping:
-            self.boots += 1
-            if self.boots > 1:
-                say("device rebooted (boot #%d)" % self.boots)
-            self.proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=self.root, env=env)
+        while True:
+            with self.lock:  # stop() must never miss a process started just after it looked
+                if self.stopping:
+                    return
+                self.boots += 1
+                if self.boots > 1:
+                    say("device rebooted (boot #%d)" % self.boots)
+                self.proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=self.root,
+                                             env=env)
             code = self.proc.wait()
             if code != REBOOT_EXIT_CODE:
                 self.exit_code = code
@@ -93,13 +98,16 @@ class Device:
                 return
 
     def stop(self):
-        self.stopping = True
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        with self.lock:
+            self.stopping = True
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+        self.thread.join(5)
 
 
 def device_config(ota_url, broker_port, http_base, shots):
@@ -166,9 +174,11 @@ def main(argv=None):
     device = Device(root).start()
     ok = True
     try:
-        if not args.no_push:
+        if args.no_push:
+            ok = bool(platform.wait_report(device_name, timeout=args.timeout)) if args.exit_when_done else True
+        else:
             ok = demo_push(platform, server, device_name, args.timeout)
-            say("screenshots: %s" % shots)
+        say("screenshots: %s" % shots)
         if args.exit_when_done:
             return 0 if ok else 1
         say("the device keeps running; Ctrl-C to stop. Push again with: python tools/push.py "
