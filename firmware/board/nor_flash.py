@@ -68,12 +68,15 @@ class NorFlash:
         """Program bytes: only 1 -> 0 transitions are possible, as on real NOR flash."""
         n = len(data)
         self._check_range(addr, n)
-        mv = memoryview(data)
-        pos = 0
-        while pos < n:
-            step = min(SECTOR, n - pos)
-            self._check_erased(addr + pos, mv[pos:pos + step] if step != n else mv)
-            pos += step
+        if n <= SECTOR:
+            self._check_erased(addr, data)  # no memoryview: a chunk-sized program allocates nothing
+        else:
+            mv = memoryview(data)
+            pos = 0
+            while pos < n:
+                step = min(SECTOR, n - pos)
+                self._check_erased(addr + pos, mv[pos:pos + step])
+                pos += step
         self._f.seek(addr)
         self._f.write(data)
         self.programmed_bytes += n
