@@ -630,8 +630,9 @@ class Listener:
         now = self._now()
         pct = done * 100 // total if total else 0
         step = 1 if pct < 1 else (99 if pct > 99 else pct)
-        if step != self.last_step and (self.last_step_at is None or
-                                       time.ticks_diff(now, self.last_step_at) >= PROGRESS_INTERVAL_MS):
+        due = self.last_step_at is None or \
+            time.ticks_diff(now, self.last_step_at) >= PROGRESS_INTERVAL_MS
+        if step != self.last_step and due:
             self.last_step = step
             self.last_step_at = now
             if self.client is not None:
@@ -685,8 +686,9 @@ class Listener:
         _log.error("update to %s failed (%d): %s", push.version, code, reason)
         self._show("show_failure", "update to %s failed: %s" % (push.version, reason),
                    "still running %s; waiting for the next push" % self.running)
-        self.board.settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
-        self.board.settings.delete(K_PENDING)
+        settings = self.board.settings
+        settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
+        settings.delete(K_PENDING)
         self._progress(push.token, code, reason)
         self._rereport_soon()
         self._show("show_idle", self.running)
@@ -752,15 +754,22 @@ def listen(ctx, duration_ms=None):
 
     ctx: board, config, display, running_version; optional mqtt_settings (else the persisted
     "mqtt" setting), confirmed (the OTA check confirmed the image), confirm_image(why), tls().
-    Returns "not configured" at once when mqtt.host / product_id are missing, "reboot" when an
-    unconfirmed image must roll back (mqtt.confirm_timeout_s); a successful update ends in
-    board.reboot() and does not return."""
+    Returns "not configured" when mqtt.host / product_id are missing (after idling for the same
+    duration, so a caller that loops does not hammer its server), "reboot" when an unconfirmed
+    image must roll back (mqtt.confirm_timeout_s); a successful update ends in board.reboot()
+    and does not return."""
+    why = None
     try:
         listener = Listener(ctx)
+        if not listener.cfg.host:
+            why = "mqtt.host not configured"
     except ValueError as e:
-        _log.error("MQTT upgrade pushes off: %s", e)
-        return "not configured"
-    if not listener.cfg.host:
-        _log.error("MQTT upgrade pushes off: mqtt.host not configured")
-        return "not configured"
-    return listener.run(duration_ms)
+        why = str(e)
+    if why is None:
+        return listener.run(duration_ms)
+    _log.error("MQTT upgrade pushes off: %s", why)
+    if duration_ms is None:
+        v = ctx.config.get("recheck_interval_s", 3600)
+        duration_ms = int(v * 1000) if isinstance(v, (int, float)) and v > 0 else 3600000
+    time.sleep_ms(duration_ms)
+    return "not configured"

@@ -15,10 +15,10 @@ import pytest
 import broker as brokers
 import build_image
 import push
-from conftest import ROOT, mpy_json
-from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank, broker,  # noqa: F401
-                          firmware_requests, ota, platforms, product, push_file, steps,
-                          wait_log)
+from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json
+from mqtt_helpers import (DEV, DRIVER, FAIL_STEPS, REBOOT, Device, amqtt,  # noqa: F401
+                          blank, broker, firmware_requests, ota, platforms, product,
+                          push_file, steps, wait_log)
 
 
 # ---- full update ---------------------------------------------------------------------------------
@@ -240,3 +240,50 @@ print(json.dumps(out))
     assert res[3] == ["broker.local", 1883, False, "GID_test@@@abc",
                       "$ota/down/upgrade/P/D40606B6A9FB", None, None, 60, 5000]
     assert "product_id" in res[4]
+
+
+def test_listen_without_product_id_idles_and_says_why(tmp_path):
+    import mkflash
+    mkflash.make_device_root(str(tmp_path), config={"mqtt": {"host": "127.0.0.1"}})
+    t0 = time.time()
+    proc = subprocess.run([MICROPYTHON, DRIVER, "600"], cwd=str(tmp_path), env=mpy_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "MQTT upgrade pushes off: mqtt product_id not configured" in proc.stdout
+    assert "listen -> not configured" in proc.stdout
+    assert time.time() - t0 >= 0.6
+
+
+def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
+    """main.py (the app's state machine: check -> activate -> listen) with the default
+    confirm_by "ota_check": a push installs, the new image is confirmed by the OTA check, and
+    the platform gets 100 once reportInfoReply arrives."""
+    import mkflash
+    import ota_server
+    srv = ota_server.run_in_thread(auto_activate_s=0)
+    try:
+        mkflash.make_device_root(str(tmp_path), config={
+            "ota_url": srv.ota_url, "recheck_interval_s": 30,
+            "retry": {"base_s": 0.2, "tries": 3}, "activation": {"recheck_s": 0.3, "poll_s": 0.2},
+            "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
+                     "download_jitter_ms": 0, "http_base": srv.url}})
+        plat = platforms(amqtt, product)
+        main = os.path.join(ROOT, "main.py")
+        boot = [MICROPYTHON, main]
+        first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        assert plat.wait_report(DEV, "1.0.0", timeout=20)
+        token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
+                                push.ImageHost(server=srv), "seed")
+        out1, _ = first.communicate(timeout=30)
+        assert first.returncode == REBOOT, out1
+        second = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        got = plat.wait_step(DEV, [100] + list(FAIL_STEPS), token, timeout=20)
+        second.kill()
+        out2, _ = second.communicate(timeout=10)
+        assert got and got["step"] == 100, out2
+        assert "firmware 1.1.0 in ota_1 (pending-verify)" in out2
+        assert "image confirmed (first successful OTA check)" in out2
+    finally:
+        srv.stop()

@@ -38,6 +38,11 @@ def test_broker_restart_mid_download(broker, ota, product, platforms, slow, tmp_
     assert len(files.requests) == 1                      # the download itself was not disturbed
     rc, log2 = dev.run(4000)
     assert plat.wait_step(DEV, [100], token, timeout=10), log2
+    # Download progress: whole-percent steps, rising, at most one a second.
+    prog = [p for p in plat.progress(DEV, token) if 1 <= p["step"] <= 98]
+    assert len(prog) >= 2, prog  # (QoS 0 ones sent while the broker was down are lost)
+    for a, b in zip(prog, prog[1:]):
+        assert b["step"] > a["step"] and b["time"] - a["time"] >= 0.9, prog
 
 
 def test_missed_pings_trigger_reconnect(amqtt, ota, product, platforms, tmp_path):
