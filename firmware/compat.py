@@ -6,6 +6,8 @@
 # the CA when one is given (PEM text or DER bytes).
 import sys
 
+from firmware import pem
+
 try:
     import ssl as _ssl
 except ImportError:  # a build without TLS: plain MQTT still works
@@ -14,30 +16,6 @@ except ImportError:  # a build without TLS: plain MQTT still works
 CERT_NONE = getattr(_ssl, "CERT_NONE", 0)
 CERT_OPTIONAL = getattr(_ssl, "CERT_OPTIONAL", 1)
 CERT_REQUIRED = getattr(_ssl, "CERT_REQUIRED", 2)
-
-
-def ca_ders(ca):
-    """CA certificates as a list of DER blobs (mbedtls on the unix port parses DER only)."""
-    import binascii
-    if isinstance(ca, str):
-        ca = ca.encode()
-    if not bytes(ca[:64]).lstrip().startswith(b"-----"):
-        return [bytes(ca)]
-    out = []
-    b64 = None
-    for line in ca.split(b"\n"):
-        line = line.strip()
-        if line.startswith(b"-----BEGIN CERTIFICATE"):
-            b64 = []
-        elif line.startswith(b"-----END CERTIFICATE"):
-            if b64 is not None:
-                out.append(binascii.a2b_base64(b"".join(b64)))
-            b64 = None
-        elif b64 is not None and line:
-            b64.append(line)
-    if not out:
-        raise ValueError("CA holds no certificate")
-    return out
 
 
 def wrap_socket(sock, server_hostname=None, cadata=None, cert_reqs=None, key=None, cert=None,
@@ -50,7 +28,7 @@ def wrap_socket(sock, server_hostname=None, cadata=None, cert_reqs=None, key=Non
     ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
     if cadata:
         ctx.verify_mode = CERT_REQUIRED
-        for der in ca_ders(cadata):
+        for der in pem.ders(cadata):
             ctx.load_verify_locations(cadata=der)
     else:
         ctx.verify_mode = CERT_NONE if cert_reqs is None else cert_reqs

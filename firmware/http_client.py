@@ -8,11 +8,12 @@
 # allocates nothing.
 #
 # Error reasons never contain a URL: pre-signed download URLs carry secrets in their query.
-import binascii
 import errno
 import json
 import socket
 import time
+
+from firmware import pem
 
 try:
     from firmware import log as _logmod
@@ -188,30 +189,6 @@ def _connect(host, port, timeout_ms):
     raise HttpError("connect failed: %s:%d %s" % (host, port, _errtext(err)))
 
 
-def _ca_ders(ca):
-    """CA certificates as a list of DER blobs (the unix port's mbedtls parses DER only)."""
-    if isinstance(ca, str):
-        ca = ca.encode()
-    if not ca.lstrip().startswith(b"-----"):
-        return [bytes(ca)]
-    out = []
-    b64 = None
-    for line in ca.split(b"\n"):
-        line = line.strip()
-        if line.startswith(b"-----BEGIN CERTIFICATE"):
-            b64 = []
-        elif line.startswith(b"-----END CERTIFICATE"):
-            if b64 is not None:
-                try:
-                    out.append(binascii.a2b_base64(b"".join(b64)))
-                except ValueError:
-                    raise HttpError("tls: invalid CA certificate")
-            b64 = None
-        elif b64 is not None and line:
-            b64.append(line)
-    return out
-
-
 def _warn_unverified():
     global _warned_unverified
     if not _warned_unverified:
@@ -232,9 +209,10 @@ def _tls_wrap(sock, host, tls):
         if not ca:
             raise HttpError("tls: verification on but no CA configured")
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ders = _ca_ders(ca)
-        if not ders:
-            raise HttpError("tls: CA holds no certificate")
+        try:
+            ders = pem.ders(ca)
+        except ValueError as e:
+            raise HttpError("tls: %s" % e)
         for d in ders:
             try:
                 ctx.load_verify_locations(cadata=d)

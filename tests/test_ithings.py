@@ -215,12 +215,12 @@ print(json.dumps(out))
 def test_compat_registers_ussl():
     res = mpy_json(r"""
 import json, sys
-from firmware import compat
+from firmware import compat, pem
 import ussl
-ders = compat.ca_ders("-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n"
+ders = pem.ders("-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n"
                       "junk\n-----BEGIN CERTIFICATE-----\nAwQF\n-----END CERTIFICATE-----\n")
 print(json.dumps({"same": ussl is compat, "wrap": hasattr(ussl, "wrap_socket"),
-                  "ders": [list(d) for d in ders], "der": list(compat.ca_ders(b"\x30\x82")[0])}))
+                  "ders": [list(d) for d in ders], "der": list(pem.ders(b"\x30\x82")[0])}))
 """)
     assert res["same"] and res["wrap"]
     assert res["ders"] == [[0, 1, 2], [3, 4, 5]]
