@@ -693,13 +693,16 @@ class Listener:
         self._rereport_soon()
         self._show("show_idle", self.running)
 
-    def _reboot(self):
+    def _disconnect(self):
         if self.client is not None:
             try:
                 self.client.disconnect()
             except Exception:
                 pass
             self.client = None
+
+    def _reboot(self):
+        self._disconnect()
         self.board.reboot()
 
     # ---- main loop ------------------------------------------------------------------------------
@@ -723,12 +726,7 @@ class Listener:
                 self._run_update()
                 continue
             self._idle(200)
-        if self.client is not None:
-            try:
-                self.client.disconnect()
-            except Exception:
-                pass
-            self.client = None
+        self._disconnect()
         return "recheck"
 
     def _idle(self, ms):

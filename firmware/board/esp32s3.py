@@ -4,7 +4,6 @@
 #   EFUSE_RD_MAC_SPI_SYS_3 (BLOCK1 word 3): WAFER_VERSION_MINOR low bits [20:18]
 #   EFUSE_RD_MAC_SPI_SYS_5 (BLOCK1 word 5): WAFER_VERSION_MINOR high bit [23], MAJOR [25:24]
 #   EFUSE_RD_USR_DATA0..7 (BLOCK3, 0x6000707C): 32-byte user data = the serial number
-import gc
 import time
 
 import esp
@@ -13,6 +12,7 @@ import machine
 import network
 
 from firmware import app_image
+from firmware.board.heap import HeapWatch
 from firmware.settings import NvsSettings
 
 EFUSE_BASE = 0x60007000
@@ -66,14 +66,14 @@ def psram_size():
     return sum(r[0] for r in regions if r[0] > 512 * 1024)
 
 
-class Board:
+class Board(HeapWatch):
     def __init__(self, config):
         self.type = config.get("board_type") or "esp-box-3"
         self.name = config.get("board_name") or self.type
         self.Partition = esp32.Partition
         self.settings = NvsSettings(esp32.NVS(NVS_NAMESPACE))
         self._wlan = network.WLAN(network.STA_IF)
-        self._min_free = gc.mem_free()
+        HeapWatch.__init__(self)
         self._display = None
 
     def mac(self):
@@ -94,16 +94,6 @@ class Board:
 
     def psram_size(self):
         return psram_size()
-
-    def free_heap(self):
-        free = gc.mem_free()
-        if free < self._min_free:
-            self._min_free = free
-        return free
-
-    def min_free_heap(self):
-        self.free_heap()
-        return self._min_free
 
     def wifi_connect(self, cfg, timeout_ms=15000):
         wlan = self._wlan

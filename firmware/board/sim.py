@@ -5,13 +5,13 @@
 #    "chip_revision": 2, "psram_size": 16777216, "wifi": {"ssid": ..., "rssi": ..., ...},
 #    "screenshots": "screens"}
 # Creating the Board is a power-on: the simulated bootloader picks the app slot from otadata.
-import gc
 import json
 import sys
 import time
 
 from firmware import app_image, hmac_sha256, log
 from firmware.board import sim_partition
+from firmware.board.heap import HeapWatch
 from firmware.board.nor_flash import NorFlash
 from firmware.settings import JsonFileSettings
 
@@ -20,7 +20,7 @@ REBOOT_EXIT_CODE = 3
 _log = log.get("sim")
 
 
-class Board:
+class Board(HeapWatch):
     def __init__(self, config, sim_path=SIM_CONFIG):
         try:
             with open(sim_path) as f:
@@ -36,7 +36,7 @@ class Board:
         self.Partition = sim_partition.Partition
         self.settings = JsonFileSettings(self.sim.get("settings", "settings.json"))
         self._clock_offset_ms = 0
-        self._min_free = gc.mem_free()
+        HeapWatch.__init__(self)
         self._display = None
         self._wifi_up = False
 
@@ -66,16 +66,6 @@ class Board:
 
     def psram_size(self):
         return self.sim.get("psram_size", 16 * 1024 * 1024)
-
-    def free_heap(self):
-        free = gc.mem_free()
-        if free < self._min_free:
-            self._min_free = free
-        return free
-
-    def min_free_heap(self):
-        self.free_heap()
-        return self._min_free
 
     # --- network
     def wifi_connect(self, cfg):

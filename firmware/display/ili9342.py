@@ -128,7 +128,14 @@ class ILI9342:
         n = w * h * 2
         if len(buf) < n:
             raise ValueError("buffer too small")
-        self._window(x, y, x + w - 1, y + h - 1)
+        cs = self._begin_ram_write(x, y, x + w - 1, y + h - 1)
+        self.spi.write(buf if len(buf) == n else memoryview(buf)[:n])
+        if cs is not None:
+            cs.value(1)
+
+    def _begin_ram_write(self, x0, y0, x1, y1):
+        """Set the window and send RAMWR; pixel data follows with DC high. Returns CS to release."""
+        self._window(x0, y0, x1, y1)
         cs = self.cs
         if cs is not None:
             cs.value(0)
@@ -136,9 +143,7 @@ class ILI9342:
         self._cmd[0] = RAMWR
         self.spi.write(self._cmd)
         self.dc.value(1)
-        self.spi.write(buf if len(buf) == n else memoryview(buf)[:n])
-        if cs is not None:
-            cs.value(1)
+        return cs
 
     def fill(self, color):
         """Fill the whole panel with one RGB565 colour, streaming one row buffer."""
@@ -148,14 +153,7 @@ class ILI9342:
         for i in range(0, len(row), 2):
             row[i] = hi
             row[i + 1] = lo
-        self._window(0, 0, self.width - 1, self.height - 1)
-        cs = self.cs
-        if cs is not None:
-            cs.value(0)
-        self.dc.value(0)
-        self._cmd[0] = RAMWR
-        self.spi.write(self._cmd)
-        self.dc.value(1)
+        cs = self._begin_ram_write(0, 0, self.width - 1, self.height - 1)
         for _ in range(self.height):
             self.spi.write(row)
         if cs is not None:
