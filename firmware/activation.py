@@ -12,17 +12,13 @@
 # Config (config.json "activation", optional): {"recheck_s": 15, "poll_s": 3}.
 import binascii
 
+from firmware import config as config_mod
 from firmware import log, ota_check, retry
 
 _log = log.get("activation")
 
 DEFAULT_RECHECK_S = 15
 DEFAULT_POLL_S = 3
-
-
-def _num(cfg, key, default):
-    v = cfg.get(key)
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
 
 
 def activate_url(ota_url):
@@ -59,8 +55,8 @@ class Activation:
         self.recheck = recheck
         self.http = http
         self.sleep = sleep
-        self.recheck_s = _num(cfg, "recheck_s", DEFAULT_RECHECK_S)
-        self.poll_s = _num(cfg, "poll_s", DEFAULT_POLL_S)
+        self.recheck_s = config_mod.number(cfg, "recheck_s", DEFAULT_RECHECK_S)
+        self.poll_s = config_mod.number(cfg, "poll_s", DEFAULT_POLL_S)
         self.backoff = retry.Backoff.from_config(config)
         self.serial = board.serial()
         self.v2 = bool(self.serial)

@@ -19,6 +19,7 @@ import os
 import sys
 
 from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config
+from firmware import config as config_mod
 
 _log = log.get("app")
 
@@ -35,11 +36,6 @@ STATES = (BOOT, WIFI, CHECK, CONFIRM, ACTIVATE, UPDATE, LISTEN, OFFLINE, STOPPED
 
 DEFAULT_RECHECK_S = 3600
 DEFAULT_OFFLINE_S = 1800
-
-
-def _num(config, key, default):
-    v = config.get(key)
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
 
 
 def _run_until(config):
@@ -188,13 +184,13 @@ class App:
                 self.board.reboot()
             if outcome != "not configured":
                 return CHECK
-        delay = retry.jittered(_num(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
+        delay = retry.jittered(config_mod.number(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
         _log.info("idle; next OTA check in %d s", int(delay))
         self.sleep(delay)
         return CHECK
 
     def _s_offline(self):
-        delay = retry.jittered(_num(self.config, "offline_s", DEFAULT_OFFLINE_S))
+        delay = retry.jittered(config_mod.number(self.config, "offline_s", DEFAULT_OFFLINE_S))
         _log.error("offline: %s; trying again in %d s", self.reason, int(delay))
         self.display.show_failure(self.reason or "offline", "next try in %d min" % int(delay / 60 + 0.5))
         self.sleep(delay)
@@ -272,7 +268,6 @@ class _Progress:
 
 def main():
     from firmware import board as board_mod
-    from firmware import config as config_mod
     try:
         config = config_mod.load()
     except ValueError as e:  # a broken config.json must not brick the device: run unconfigured

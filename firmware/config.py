@@ -49,3 +49,9 @@ def load(path=PATH):
     if not isinstance(given, dict):
         raise ValueError("config file %s must hold a JSON object" % path)
     return _merge(DEFAULTS, given)
+
+
+def number(section, key, default):
+    """A non-negative number from a config section, else `default` (a bad value never crashes)."""
+    v = section.get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
