@@ -112,6 +112,7 @@ class Device:
 
 def device_config(ota_url, broker_port, http_base, shots):
     return {
+        "wifi": {"ssid": "SimWiFi", "password": "sim-password"},
         "ota_url": ota_url,
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "product_id": PRODUCT_ID,
                  "http_base": http_base, "download_jitter_ms": 1000},
