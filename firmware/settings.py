@@ -1,5 +1,17 @@
 # Persistent settings: key -> JSON value. Writes only when a value really changes (flash wear).
+import binascii
+import hashlib
 import json
+
+NVS_KEY_MAX = 15  # ESP-IDF NVS keys are at most 15 characters (longer ones raise KEY_TOO_LONG)
+
+
+def nvs_key(key):
+    """The NVS key for a settings key: itself when short enough, else a stable 15-char digest
+    form (6 chars of the name, "~", 8 hex digits of its SHA-256)."""
+    if len(key) <= NVS_KEY_MAX:
+        return key
+    return key[:6] + "~" + binascii.hexlify(hashlib.sha256(key.encode()).digest()[:4]).decode()
 
 
 class JsonFileSettings:
@@ -50,7 +62,7 @@ class NvsSettings:
 
     def get(self, key, default=None):
         try:
-            n = self._nvs.get_blob(key, self._buf)
+            n = self._nvs.get_blob(nvs_key(key), self._buf)
         except OSError:
             return default
         try:
@@ -61,14 +73,14 @@ class NvsSettings:
     def set(self, key, value):
         if self.get(key, self) == value:
             return False
-        self._nvs.set_blob(key, json.dumps(value))
+        self._nvs.set_blob(nvs_key(key), json.dumps(value))
         self._nvs.commit()
         self.writes += 1
         return True
 
     def delete(self, key):
         try:
-            self._nvs.erase_key(key)
+            self._nvs.erase_key(nvs_key(key))
         except OSError:
             return False
         self._nvs.commit()

@@ -24,14 +24,21 @@ class _Esp:
 class _Part:
     BOOT = 0; RUNNING = 1; TYPE_APP = 0; TYPE_DATA = 1
 class _Nvs:
+    # ESP-IDF NVS: keys of at most 15 characters (ESP_ERR_NVS_KEY_TOO_LONG = 0x1109 otherwise)
     store = {}
     def __init__(self, ns): pass
+    @staticmethod
+    def _k(k):
+        if len(k) > 15: raise OSError(-0x1109)
+        return k
     def get_blob(self, k, buf):
-        if k not in _Nvs.store: raise OSError(-4354)
+        if self._k(k) not in _Nvs.store: raise OSError(-4354)
         v = _Nvs.store[k]; buf[:len(v)] = v; return len(v)
-    def set_blob(self, k, v): _Nvs.store[k] = bytes(v, 'utf-8') if isinstance(v, str) else bytes(v)
+    def set_blob(self, k, v): _Nvs.store[self._k(k)] = bytes(v, 'utf-8') if isinstance(v, str) else bytes(v)
     def commit(self): pass
-    def erase_key(self, k): del _Nvs.store[k]
+    def erase_key(self, k):
+        if self._k(k) not in _Nvs.store: raise OSError(-4354)
+        del _Nvs.store[k]
 class _Esp32:
     Partition = _Part
     NVS = _Nvs
@@ -103,3 +110,25 @@ print(json.dumps(out))
     assert r["changed"] == [True, False] and r["uuid"] == "x"
     # 1752119934.489 s = 2025-07-10 03:58:54.489 UTC (weekday 3 = Thursday)
     assert r["rtc"] == [2025, 7, 10, 3, 3, 58, 54, 489000]
+
+
+def test_nvs_settings_take_every_key_the_firmware_uses():
+    # NVS keys are limited to 15 characters; the firmware's own keys are longer ones too.
+    r = mpy_json(FAKES + """
+from firmware import ota_check, updater, mqtt_ota
+b = esp32s3.Board({})
+out = {}
+for k in (ota_check.K_LAST_INSTALL, updater.RESUME_KEY, mqtt_ota.K_PENDING, mqtt_ota.K_LAST,
+          ota_check.K_MQTT, 'uuid'):
+    v = {'key': k}
+    out[k] = [b.settings.set(k, v), b.settings.set(k, v), b.settings.get(k) == v,
+              b.settings.delete(k), b.settings.get(k)]
+out['stored'] = sorted(_Nvs.store)
+b.settings.set(mqtt_ota.K_PENDING, 1)
+b.settings.set(ota_check.K_LAST_INSTALL, 2)
+out['distinct'] = len(_Nvs.store)
+print(json.dumps(out))
+""")
+    for k in ("ota_last_install", "ota_resume", "mqtt_ota_pending", "mqtt_ota_last", "mqtt", "uuid"):
+        assert r[k] == [True, False, True, True, None], k
+    assert r["stored"] == [] and r["distinct"] == 2
