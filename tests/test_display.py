@@ -236,7 +236,8 @@ class Pin:
         return 0
 class SPI:
     def __init__(self, id, **kw):
-        LOG.append(["spi", id, kw["baudrate"], kw["polarity"], kw["phase"], kw["sck"].n, kw["mosi"].n])
+        LOG.append(["spi", id, kw["baudrate"], kw["polarity"], kw["phase"], kw["sck"].n, kw["mosi"].n,
+                    kw.get("miso", "default")])
     def write(self, b): pass
 class M:
     pass
@@ -247,7 +248,9 @@ lcd = make_lcd()
 print(json.dumps(LOG))
 """)
     spi = [e for e in out if e[0] == "spi"]
-    assert spi == [["spi", 2, 40000000, 0, 0, 7, 6]]      # SPI3 = machine.SPI(2), mode 0, SCLK 7, MOSI 6
+    # SPI3 = machine.SPI(2), mode 0, SCLK 7, MOSI 6, and miso=None: left out, the esp32 port
+    # would route its default MISO (GPIO37, used by the octal PSRAM) into the bus
+    assert spi == [["spi", 2, 40000000, 0, 0, 7, 6, None]]
     pins = {e[1]: e[3] for e in out if e[0] == "pin" and e[2] == 1}
     assert pins[5] == 1 and pins[4] == 0                   # CS idle high, DC
     assert pins[48] == 0 and pins[47] == 0                 # reset released (active-high), backlight off

@@ -8,8 +8,10 @@ def make_lcd(spi_id=hw.LCD_SPI_ID, baudrate=hw.LCD_SPI_HZ, init=True):
     """SPI3 (machine.SPI id 2 on the ESP32-S3) at 40 MHz, mode 0, write-only bus."""
     import machine
     Pin = machine.Pin
+    # miso=None: left out, the esp32 port claims its default MISO for SPI(2), GPIO37 -- a pin
+    # the ESP-BOX-3's octal PSRAM uses.
     spi = machine.SPI(spi_id, baudrate=baudrate, polarity=0, phase=0,
-                      sck=Pin(hw.LCD_SCLK), mosi=Pin(hw.LCD_MOSI))
+                      sck=Pin(hw.LCD_SCLK), mosi=Pin(hw.LCD_MOSI), miso=None)
     lcd = ILI9342(
         spi,
         dc=Pin(hw.LCD_DC, Pin.OUT, value=0),
