@@ -4,6 +4,8 @@ import hashlib
 import json
 
 NVS_KEY_MAX = 15  # ESP-IDF NVS keys are at most 15 characters (longer ones raise KEY_TOO_LONG)
+NVS_BLOB_MAX = 4096       # read buffer grows to this when a blob does not fit the first one
+_NVS_INVALID_LENGTH = -0x110C  # OSError code of ESP_ERR_NVS_INVALID_LENGTH: buffer too small
 
 
 def nvs_key(key):
@@ -63,7 +65,12 @@ class NvsSettings:
     def get(self, key, default=None):
         try:
             n = self._nvs.get_blob(nvs_key(key), self._buf)
-        except OSError:
+        except OSError as e:
+            # A blob larger than the buffer (a resume record with a long pre-signed URL) would
+            # read as missing forever -- and be rewritten on every set(): grow once and retry.
+            if e.args and e.args[0] == _NVS_INVALID_LENGTH and len(self._buf) < NVS_BLOB_MAX:
+                self._buf = bytearray(NVS_BLOB_MAX)
+                return self.get(key, default)
             return default
         try:
             return json.loads(bytes(self._buf[:n]))

@@ -33,7 +33,9 @@ class _Nvs:
         return k
     def get_blob(self, k, buf):
         if self._k(k) not in _Nvs.store: raise OSError(-4354)
-        v = _Nvs.store[k]; buf[:len(v)] = v; return len(v)
+        v = _Nvs.store[k]
+        if len(v) > len(buf): raise OSError(-0x110C)  # ESP_ERR_NVS_INVALID_LENGTH
+        buf[:len(v)] = v; return len(v)
     def set_blob(self, k, v): _Nvs.store[self._k(k)] = bytes(v, 'utf-8') if isinstance(v, str) else bytes(v)
     def commit(self): pass
     def erase_key(self, k):
@@ -132,3 +134,16 @@ print(json.dumps(out))
     for k in ("ota_last_install", "ota_resume", "mqtt_ota_pending", "mqtt_ota_last", "mqtt", "uuid"):
         assert r[k] == [True, False, True, True, None], k
     assert r["stored"] == [] and r["distinct"] == 2
+
+
+def test_nvs_settings_read_blobs_larger_than_the_first_buffer():
+    # A resume record carries the download URL; pre-signed ones run past 1 KiB.
+    r = mpy_json(FAKES + """
+from firmware import updater
+b = esp32s3.Board({})
+rec = {'url': 'https://oss.example/f.bin?X-Amz-Signature=' + 'a' * 1500, 'written': 65536}
+out = [b.settings.set(updater.RESUME_KEY, rec), b.settings.get(updater.RESUME_KEY) == rec,
+       b.settings.set(updater.RESUME_KEY, rec), b.settings.writes]
+print(json.dumps(out))
+""")
+    assert r == [True, True, False, 1]
