@@ -12,7 +12,8 @@
 #
 # Config knobs (config.json, all optional): retry {...} (see retry.py), activation {...} (see
 # activation.py), recheck_interval_s (3600: idle re-check without MQTT), offline_s (1800: wait
-# after giving up), http_timeout_ms, confirm_by ("ota_check" | "mqtt"), run_until (a state name:
+# after giving up), fatal_reset_s (10: delay before the chip reset that follows a start-up error),
+# http_timeout_ms, confirm_by ("ota_check" | "mqtt"), run_until (a state name:
 # main() returns on entering it; tests and tools) -- also the environment variable FW_RUN_UNTIL.
 import json
 import os
@@ -36,6 +37,7 @@ STATES = (BOOT, WIFI, CHECK, CONFIRM, ACTIVATE, UPDATE, LISTEN, OFFLINE, STOPPED
 
 DEFAULT_RECHECK_S = 3600
 DEFAULT_OFFLINE_S = 1800
+DEFAULT_FATAL_RESET_S = 10
 
 
 def _run_until(config):
@@ -190,6 +192,13 @@ class App:
         return CHECK
 
     def _s_offline(self):
+        if not self.confirmed and self.board.ota_state() == "pending-verify":
+            # A new image that cannot reach its server must not stay: reset, and the bootloader
+            # rolls back to the image that worked.
+            _log.error("offline: %s; new image never confirmed, rebooting to roll back", self.reason)
+            self.display.show_failure(self.reason or "offline", "rolling back to the previous firmware")
+            self.board.reboot()
+            return STOPPED
         delay = retry.jittered(config_mod.number(self.config, "offline_s", DEFAULT_OFFLINE_S))
         _log.error("offline: %s; trying again in %d s", self.reason, int(delay))
         self.display.show_failure(self.reason or "offline", "next try in %d min" % int(delay / 60 + 0.5))
@@ -274,6 +283,15 @@ def main():
         print("E app: %s" % e)
         config = config_mod._merge(config_mod.DEFAULTS, {})
     log.set_level(config.get("log_level", "info"))
-    board = board_mod.load(config)
-    display = status.open(board, config)
-    return App(config, board, display).run()
+    try:
+        board = board_mod.load(config)
+        display = status.open(board, config)
+        app = App(config, board, display)
+    except Exception as e:  # App.run() contains its own errors; this covers start-up
+        delay = config_mod.number(config, "fatal_reset_s", DEFAULT_FATAL_RESET_S)
+        _log.error("fatal start-up error: %r; resetting in %d s", e, int(delay))
+        _print_exception(e)
+        retry.sleep_s(delay)
+        board_mod.reset()
+        return STOPPED
+    return app.run()

@@ -16,6 +16,7 @@ DEFAULTS = {
     "activation": {"recheck_s": 15, "poll_s": 3},
     "recheck_interval_s": 3600,
     "offline_s": 1800,
+    "fatal_reset_s": 10,
     "mqtt": {"host": None, "port": 1883, "tls": False, "ca_file": None, "product_id": None,
              "device_name": None, "username": None, "password": None, "keepalive": 60,
              "http_base": None, "report_ota_topic": False, "allowed_schemes": ["https", "http"],

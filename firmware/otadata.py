@@ -92,3 +92,25 @@ class OtaData:
             return False
         self.write(act, self.entries()[act].seq, state)
         return True
+
+    def running_state(self, slot_count, running_slot):
+        """State name of the entry in force when it selects `running_slot`, else "none" (the
+        bootloader started the slot without otadata choosing it, e.g. blank otadata)."""
+        act = self.active()
+        if act < 0:
+            return "none"
+        e = self.entries()[act]
+        if (e.seq - 1) % slot_count != running_slot:
+            return "none"
+        return STATE_NAMES.get(e.state, "?")
+
+
+class PartitionReader:
+    """Read-only NorFlash-like view of an esp32.Partition (addresses relative to its start), so
+    the real board can read otadata through the MicroPython API."""
+
+    def __init__(self, partition):
+        self.partition = partition
+
+    def read(self, addr, buf):
+        self.partition.readblocks(0, buf, addr)

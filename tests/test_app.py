@@ -1,6 +1,7 @@
 """The app's state machine on the simulated board: confirming the running image after the first
 successful check, rollback when the server is never reached, retries with backoff, updates."""
 import json
+import os
 import re
 import threading
 import time
@@ -9,8 +10,8 @@ import pytest
 
 import build_image
 import ota_server
-from conftest import free_port
-from ota_helpers import boot, install_pending_image, make_root, ota_state, settings
+from conftest import free_port, run_mpy
+from ota_helpers import boot, install_pending_image, make_root, ota_state, settings, spawn
 
 
 @pytest.fixture
@@ -45,6 +46,35 @@ def test_an_image_that_never_reaches_its_server_rolls_back(tmp_path):
     assert "OTA check failed (3/3)" in out and "giving up for now" in out
     assert "image confirmed" not in out
     assert ota_state(root)[:2] == ["ota_0", "1.0.0"]            # the bootloader rolled it back
+
+
+def test_an_unconfirmed_image_that_gives_up_reboots_itself_into_the_rollback(tmp_path):
+    root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % free_port())
+    install_pending_image(root, "1.1.0")
+    p = boot(root)                                    # no run_until: the device decides itself
+    assert p.returncode == 3, p.stdout + p.stderr     # it reset the chip ...
+    assert "new image never confirmed, rebooting to roll back" in p.stdout
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]  # ... and the bootloader rolled it back
+
+
+def test_a_confirmed_image_that_gives_up_waits_instead_of_rebooting(tmp_path):
+    root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % free_port(), offline_s=0.05)
+    install_pending_image(root, "1.1.0")
+    run_mpy("from firmware.board import sim\nsim.Board({}).Partition.mark_app_valid_cancel_rollback()",
+            cwd=root)
+    assert ota_state(root) == ["ota_1", "1.1.0", "valid"]
+    proc = spawn(root)
+    try:
+        deadline = time.time() + 20
+        lines = []
+        while time.time() < deadline and sum("offline:" in line for line in lines) < 2:
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+    out = "".join(lines)
+    assert sum("offline:" in line for line in lines) >= 2, out   # offline, retried, offline again
+    assert "rebooting to roll back" not in out and proc.returncode != 3
 
 
 def test_confirm_by_mqtt_leaves_the_image_unconfirmed_after_the_check(tmp_path, srv):
@@ -152,3 +182,13 @@ def test_an_unexpected_error_is_logged_backed_off_and_never_crashes(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("unexpected error in state wifi") == 3
     assert "stopping on entering state offline" in p.stdout
+
+
+def test_a_start_up_error_resets_the_chip_instead_of_stopping_at_the_repl(tmp_path):
+    root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % free_port(), fatal_reset_s=0)
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:   # a corrupt partition table
+        f.seek(0x8000 + 9)
+        f.write(b"\x41")
+    p = boot(root)
+    assert p.returncode == 3, p.stdout + p.stderr        # reset, not a traceback at the REPL
+    assert "fatal start-up error" in p.stdout

@@ -147,3 +147,42 @@ out = [b.settings.set(updater.RESUME_KEY, rec), b.settings.get(updater.RESUME_KE
 print(json.dumps(out))
 """)
     assert r == [True, True, False, 1]
+
+
+def _otadata_sector(seq, state):
+    import binascii
+    import struct
+    crc = binascii.crc32(struct.pack("<I", seq), 0xFFFFFFFF) & 0xFFFFFFFF
+    return struct.pack("<I20sII", seq, b"\xff" * 20, state, crc) + b"\xff" * (4096 - 32)
+
+
+def test_ota_state_reads_otadata_through_the_partition_api():
+    # ota_1 selected by seq 2 and booted once: pending-verify until the app confirms it.
+    otadata = _otadata_sector(2, 1) + b"\xff" * 4096
+    r = mpy_json(FAKES + """
+OTADATA = bytes(%r)
+class FakePartition:
+    BOOT = 0; RUNNING = 1; TYPE_APP = 0; TYPE_DATA = 1
+    TABLE = [(1, 0, 0xd000, 0x2000, 'otadata', False), (0, 0x10, 0x10000, 0x300000, 'ota_0', False),
+             (0, 0x11, 0x310000, 0x300000, 'ota_1', False)]
+    running = 'ota_1'
+    def __init__(self, id, block_size=4096):
+        label = FakePartition.running if id == 1 else id
+        self._info = [r for r in FakePartition.TABLE if r[4] == label][0]
+    @classmethod
+    def find(cls, type=0, subtype=0xff, label=None):
+        return [cls(r[4]) for r in cls.TABLE if r[0] == type and subtype in (0xff, r[1])]
+    def info(self):
+        return self._info
+    def readblocks(self, block, buf, offset=0):
+        assert self._info[4] == 'otadata'
+        start = block * 4096 + offset
+        buf[:] = OTADATA[start:start + len(buf)]
+_Esp32.Partition = FakePartition
+b = esp32s3.Board({})
+out = [b.ota_state()]
+FakePartition.running = 'ota_0'
+out.append(b.ota_state())
+print(json.dumps(out))
+""" % otadata)
+    assert r == ["pending-verify", "none"]

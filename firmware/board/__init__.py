@@ -9,3 +9,14 @@ def load(config):
         return esp32s3.Board(config)
     from firmware.board import sim
     return sim.Board(config)
+
+
+def reset():
+    """Reset the chip without a board object: the last resort after a fatal start-up error, so
+    a new image that cannot even start is rolled back by the bootloader instead of sitting at
+    the REPL."""
+    if sys.platform == "esp32":
+        import machine
+        machine.reset()
+    from firmware.board import sim
+    sys.exit(sim.REBOOT_EXIT_CODE)

@@ -11,7 +11,7 @@ import esp32
 import machine
 import network
 
-from firmware import app_image
+from firmware import app_image, otadata
 from firmware.board.heap import HeapWatch
 from firmware.settings import NvsSettings
 
@@ -129,7 +129,20 @@ class Board(HeapWatch):
         return app_image.read_app_desc(self.Partition(self.Partition.RUNNING))
 
     def ota_state(self):
-        return "unknown"
+        """otadata state of the running image ("pending-verify" until confirmed), read through
+        esp32.Partition; "none" when otadata did not select it, "unknown" when unreadable."""
+        P = self.Partition
+        try:
+            od = P.find(P.TYPE_DATA, subtype=0)  # ESP_PARTITION_SUBTYPE_DATA_OTA
+            slots = sorted((p.info() for p in P.find(P.TYPE_APP) if 0x10 <= p.info()[1] < 0x20),
+                           key=lambda i: i[1])
+            running = P(P.RUNNING).info()
+            if not od or running not in slots:
+                return "none"
+            table = otadata.OtaData(otadata.PartitionReader(od[0]), 0)
+            return table.running_state(len(slots), slots.index(running))
+        except OSError:
+            return "unknown"
 
     def display(self):
         if self._display is None:

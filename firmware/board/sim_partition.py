@@ -159,13 +159,7 @@ def _boot_slot(chip):
 def ota_state_of_running():
     """Sim-only introspection for tests/logs: otadata state name of the running slot."""
     chip = _need_chip()
-    act = chip.otadata.active()
-    if act < 0:
-        return "none"
-    e = chip.otadata.entries()[act]
-    if chip.slots[(e.seq - 1) % len(chip.slots)] != chip.running:
-        return "none"
-    return otadata.STATE_NAMES.get(e.state, "?")
+    return chip.otadata.running_state(len(chip.slots), _slot_index(chip, chip.running))
 
 
 def run_bootloader(chip, log=None):
