@@ -140,9 +140,19 @@ class App:
         try:
             ota_check.ota_url(self.config)
         except ota_check.CheckError as e:
-            return self._unconfigured(e.reason)
+            if self._mqtt_listener() is None:
+                return self._unconfigured(e.reason)
+            return self._mqtt_only(e.reason)
         self.result = self.check_with_retry()
         return CONFIRM if not self.confirmed else self._after_check()
+
+    def _mqtt_only(self, reason):
+        # A fleet on an iThings platform alone: no OTA server to check with, so the platform's
+        # answer to the version report is what confirms a new image.
+        if self.config.get("confirm_by", "ota_check") != "mqtt":
+            _log.info("%s: MQTT only; images are confirmed by the platform's reportInfoReply", reason)
+            self.config["confirm_by"] = "mqtt"
+        return LISTEN
 
     def _unconfigured(self, reason):
         # Nothing to talk to: say so, print what the check would send, and stop.

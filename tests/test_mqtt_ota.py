@@ -287,3 +287,37 @@ def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
         assert "image confirmed (first successful OTA check)" in out2
     finally:
         srv.stop()
+
+
+def test_mqtt_only_device_without_ota_url_updates_and_confirms(amqtt, product, platforms, tmp_path):
+    """A fleet on the iThings platform alone: no ota_url, so no OTA check; the device listens on
+    MQTT, installs a push, and the platform's reportInfoReply confirms the new image."""
+    import mkflash
+    import ota_server
+    srv = ota_server.run_in_thread()
+    try:
+        mkflash.make_device_root(str(tmp_path), config={
+            "recheck_interval_s": 30,
+            "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
+                     "download_jitter_ms": 0, "http_base": srv.url}})
+        plat = platforms(amqtt, product)
+        boot = [MICROPYTHON, os.path.join(ROOT, "main.py")]
+        first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        assert plat.wait_report(DEV, "1.0.0", timeout=20)
+        token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
+                                push.ImageHost(server=srv), "seed")
+        out1, _ = first.communicate(timeout=30)
+        assert first.returncode == REBOOT, out1
+        assert "MQTT only" in out1
+        assert [r["endpoint"] for r in srv.requests] == ["firmware"]  # no OTA check, only the image
+        second = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        got = plat.wait_step(DEV, [100] + list(FAIL_STEPS), token, timeout=20)
+        second.kill()
+        out2, _ = second.communicate(timeout=10)
+        assert got and got["step"] == 100, out2
+        assert "firmware 1.1.0 in ota_1 (pending-verify)" in out2
+        assert "image confirmed (reportInfoReply 200)" in out2
+    finally:
+        srv.stop()
