@@ -3,6 +3,8 @@
 import json
 import os
 
+from firmware import version as version_mod
+
 # Progress step codes (the platform's own meaning).
 STEP_DOWNLOAD_FAILED = -1   # download or initialisation
 STEP_INTEGRITY_FAILED = -2  # md5 / size / image header
@@ -259,7 +261,7 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
     if isinstance(version, (int, float)) and not isinstance(version, bool):
         version = str(version)
     if in_progress_version is not None:  # first push wins; see mqtt_ota for the rule
-        if version == in_progress_version:
+        if version_mod.same(version, in_progress_version):
             return Ignore("duplicate of the update in progress", token, version)
         return Ignore("busy updating to %s" % in_progress_version, token, version)
     if reply_code(obj) not in (None, 200):
@@ -269,7 +271,7 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
     if not isinstance(version, str) or not version or len(version) > 31:
         return Rejection(STEP_PACKAGE_REFUSED, "missing or bad version", token)
     force = _truthy(data.get("force")) or _truthy(data.get("isForce"))
-    if version == running_version and not force:
+    if version_mod.same(version, running_version) and not force:
         return Ignore("already running %s" % version, token, version)
     push_module = data.get("module")
     if push_module not in (None, "") and push_module != module:

@@ -226,7 +226,7 @@ class _Job:
             raise UpdateError(E_INTEGRITY, "bad image: %s" % e)
         o = self.offer
         if o.version is not None:
-            if desc.version != str(o.version):
+            if not _version.same(desc.version, str(o.version)):
                 raise UpdateError(E_VERSION, "image is version %s, offer says %s"
                                   % (_short(desc.version, 32), _short(o.version, 32)))
         elif not o.force:

@@ -47,6 +47,15 @@ def is_newer(offered, running):
     return compare(offered, running) > 0
 
 
+def same(a, b):
+    """True when a and b name the same version ("v1.2" and "1.2.0" do); strings that are not
+    versions must match exactly."""
+    try:
+        return compare(a, b) == 0
+    except ValueError:
+        return a == b
+
+
 def is_valid(text):
     try:
         parse(text)

@@ -141,9 +141,10 @@ def test_ignored_messages():
         {"method": "upgrade", "data": single()["data"]},                  # no token
         dict(single(), code=500),
         single(version="1.0.0"),                                          # already running
+        single(version="v1.0"),                                           # the same, spelt differently
     ])
-    assert [x["kind"] for x in r] == ["ignore"] * 7
-    assert "already running" in r[6]["reason"]
+    assert [x["kind"] for x in r] == ["ignore"] * 8
+    assert "already running" in r[6]["reason"] and "already running" in r[7]["reason"]
     # Forced re-install of the running version is a push.
     assert run_push([single(version="1.0.0", force=1)])[0]["kind"] == "push"
 

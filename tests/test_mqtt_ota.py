@@ -226,6 +226,7 @@ s({"host": "h"}, {"endpoint": "mqtt.example.com:8883", "client_id": "X&Y", "user
                   "password": "p2", "keepalive": 120})
 s({"host": "h", "product_id": "P"}, {"endpoint": "broker.local", "client_id": "GID_test@@@abc",
                                      "username": ""})
+s({"host": "h", "tls": True, "product_id": "P"}, None)
 try:
     s({"host": "h"}, None)
 except ValueError as e:
@@ -239,7 +240,8 @@ print(json.dumps(out))
                       120, 5000]
     assert res[3] == ["broker.local", 1883, False, "GID_test@@@abc",
                       "$ota/down/upgrade/P/D40606B6A9FB", None, None, 60, 5000]
-    assert "product_id" in res[4]
+    assert res[4][:3] == ["h", 8883, True]          # TLS without a port: the MQTT TLS port
+    assert "product_id" in res[5]
 
 
 def test_listen_without_product_id_idles_and_says_why(tmp_path):

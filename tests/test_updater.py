@@ -483,6 +483,11 @@ def test_image_version_differs_from_offer(root, server):
     assert_old_boots(root)
 
 
+def test_offer_version_spelt_differently_still_matches_the_image(root, server):
+    r = install(root, offer_for(server, image(NEW), version="v1.1"))   # "v1.1" is 1.1.0
+    assert r["ok"] and r["label"] == "ota_1", r
+
+
 def test_image_larger_than_partition_refused_before_download(root, server):
     o = {"url": server.url("/big.bin"), "size": 0x300000 + 16, "md5": "0" * 32, "version": NEW}
     _failed(install(root, o), -2, "larger than partition")

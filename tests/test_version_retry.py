@@ -104,3 +104,13 @@ print(json.dumps([r1, r2, slept, shown[0]]))
     assert r2 == ["connect failed", 5, "OTA check failed 5 times: connect failed"]
     assert slept == [1, 2, 1, 2, 4, 8]          # backoff restarts for each call
     assert first_shown == ["HTTP 500: boom", "retry 2/5 in 1.0 s"]
+
+
+def test_same_version_normalises_versions_and_compares_other_text_exactly():
+    out = mpy_json("""
+import json
+from firmware import version as v
+print(json.dumps([v.same("v1.1", "1.1.0"), v.same("1.1.0", "1.1.1"), v.same("nightly", "nightly"),
+                  v.same("nightly", "Nightly"), v.same("1.0", None)]))
+""")
+    assert out == [True, False, True, False, False]
