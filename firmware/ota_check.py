@@ -9,6 +9,7 @@ from firmware import http_client as _http_client
 from firmware import log, sysinfo, tls_config, version
 
 _log = log.get("ota")
+_request_logged = False
 
 ANSWER_LIMIT = 16384       # bytes; an OTA answer is a few hundred
 DEFAULT_TIMEOUT_MS = 10000
@@ -296,6 +297,10 @@ def check(board, config, http=None):
     running = req["body"]["application"]["version"]
     _log.info("POST %s (Device-Id %s, Client-Id %s, Activation-Version %s, version %s)", url,
               h["Device-Id"], h["Client-Id"], h["Activation-Version"], running)
+    global _request_logged
+    if not _request_logged:  # the board info, whole, once per boot (re-checks only say POST)
+        _request_logged = True
+        _log.info("board info: %s", json.dumps(req))
     status, data, raw = post_json(http, url, h, req["body"], config)
     if status != 200:
         raise CheckError("HTTP %d: %s" % (status, error_text(data, raw)), status)

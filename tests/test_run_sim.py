@@ -1,4 +1,5 @@
 """`make run` (tools/run_sim.py): the README's first command, end to end on the unix port."""
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,13 @@ def test_make_run_activates_and_applies_a_pushed_update(tmp_path):
                    "firmware 1.1.0 in ota_1 (pending-verify)", "update to 1.1.0 confirmed",
                    "device D40606B6A9FB confirmed the update"):
         assert needle in out, needle
+    info = [line.split("board info: ", 1)[1] for line in out.splitlines() if "I ota: board info: " in line]
+    assert len(info) == 2                                   # once per boot, before and after the update
+    first, second = json.loads(info[0]), json.loads(info[1])
+    assert first["body"]["application"]["version"] == "1.0.0" and first["body"]["ota"]["label"] == "ota_0"
+    assert second["body"]["application"]["version"] == "1.1.0" and second["body"]["ota"]["label"] == "ota_1"
+    assert [p["label"] for p in first["body"]["partition_table"]][3:5] == ["ota_0", "ota_1"]
+    assert first["headers"]["Device-Id"] == "D4:06:06:B6:A9:FB"
     shots = sorted(os.listdir(tmp_path / "sim" / "screens"))
     assert {"activation.png", "updating.png", "success.png", "idle.png"} <= set(shots)
 
