@@ -81,10 +81,6 @@ def error_text(data, raw):
     return text or "no details"
 
 
-def is_json_object(data):
-    return isinstance(data, dict)
-
-
 # ---- validation (nothing is applied until the whole answer passed) -------------------------
 
 def _bad(what):

@@ -85,14 +85,6 @@ class OtaData:
             i += 1
         self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, NEW)
 
-    def set_state(self, state):
-        """Change the state of the entry in force (mark valid / aborted)."""
-        act = self.active()
-        if act < 0:
-            return False
-        self.write(act, self.entries()[act].seq, state)
-        return True
-
     def running_state(self, slot_count, running_slot):
         """State name of the entry in force when it selects `running_slot`, else "none" (the
         bootloader started the slot without otadata choosing it, e.g. blank otadata)."""

@@ -41,10 +41,6 @@ class LcdRenderer:
         self._on_glass = seen
         self.pushed = pushed
 
-    def invalidate(self):
-        """Forget what is on the glass (after the panel was reset): next draw repaints all."""
-        self._on_glass = {}
-
     def screenshot(self, path):
         panel = self.lcd.panel
         if panel is None:

@@ -122,10 +122,6 @@ def fit(s, width, height, scales=(2, 1)):
     return scale, lines
 
 
-def width_px(s, scale=1):
-    return len(s) * GLYPH * scale
-
-
 # One 8x8 glyph at a time, reused: scaling needs the font's bits, framebuf only draws them.
 _gbuf = bytearray(GLYPH)
 _gfb = framebuf.FrameBuffer(_gbuf, GLYPH, GLYPH, framebuf.MONO_HLSB)
