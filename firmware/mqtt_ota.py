@@ -32,12 +32,11 @@
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import errno
 import os
-import select
-import socket
 import time
 
 from firmware import compat  # noqa: F401 -- registers `ussl` for umqtt.simple's TLS
 from firmware import identity, ithings, log
+from firmware.mqtt_transport import Net, TimeoutSocket
 from umqtt import simple as _umqtt
 
 _log = log.get("mqtt")
@@ -57,102 +56,7 @@ _MQTT_ERRORS = {1: "unacceptable protocol version", 2: "client id rejected",
                 3: "server unavailable", 4: "bad username or password", 5: "not authorised"}
 
 
-class _Net:
-    """What umqtt.simple calls `socket`: sockets that time out instead of blocking forever while
-    connecting (the library sets no timeout of its own)."""
-
-    def __init__(self, timeout_ms):
-        self.timeout_s = timeout_ms / 1000
-
-    def socket(self, *args):
-        s = socket.socket(*args)
-        s.settimeout(self.timeout_s)
-        return s
-
-    def getaddrinfo(self, *args):
-        return socket.getaddrinfo(*args)
-
-
-_umqtt.socket = _Net(IO_TIMEOUT_MS)
-
-
-class _Sock:
-    """The connected broker socket as umqtt.simple sees it: "blocking" reads and writes give up
-    after timeout_ms (a silent broker must not hang the device), and the time bytes last came in
-    is recorded -- umqtt.simple's check_msg cannot tell a PINGRESP from no data."""
-
-    def __init__(self, sock, timeout_ms):
-        self.s = sock
-        sock.setblocking(False)
-        self.timeout_ms = timeout_ms
-        self.nb = False
-        self.rx_at = time.ticks_ms()
-        self.rx_bytes = 0
-        self.poller = select.poll()
-        self.poller.register(sock, select.POLLIN)
-
-    def setblocking(self, flag):
-        self.nb = not flag
-
-    def _wait(self, events, deadline):
-        self.poller.modify(self.s, events)
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        if left <= 0 or not self.poller.poll(left):
-            raise OSError(errno.ETIMEDOUT)
-
-    def wait_readable(self, ms):
-        self.poller.modify(self.s, select.POLLIN)
-        return bool(self.poller.poll(ms))
-
-    def read(self, n):
-        if self.nb:
-            d = self.s.read(n)
-            if d:
-                self.rx_at = time.ticks_ms()
-                self.rx_bytes += len(d)
-            return d
-        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-        buf = b""
-        while len(buf) < n:
-            d = self.s.read(n - len(buf))
-            if d is None:
-                self._wait(select.POLLIN, deadline)
-                continue
-            if not d:
-                break  # EOF: a short read, which umqtt.simple turns into an error
-            buf += d
-        if buf:
-            self.rx_at = time.ticks_ms()
-            self.rx_bytes += len(buf)
-        return buf
-
-    def write(self, buf, n=None):
-        if isinstance(buf, str):
-            buf = buf.encode()
-        mv = memoryview(buf)
-        if n is not None:
-            mv = mv[:n]
-        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-        off = 0
-        while off < len(mv):
-            try:
-                k = self.s.write(mv[off:])
-            except OSError as e:
-                if e.args[0] not in (errno.EAGAIN, 11):
-                    raise
-                k = None
-            if not k:
-                self._wait(select.POLLOUT, deadline)
-                continue
-            off += k
-        return off
-
-    def close(self):
-        try:
-            self.poller.unregister(self.s)
-        except Exception:
-            pass
-        self.s.close()
+_umqtt.socket = Net(IO_TIMEOUT_MS)  # umqtt.simple's `socket`: connects time out
 
 
 def _rand_below(n):
@@ -325,7 +229,7 @@ class Listener:
         client.set_callback(self._on_message)
         try:
             client.connect(clean_session=True)
-            self.sock = _Sock(client.sock, IO_TIMEOUT_MS)
+            self.sock = TimeoutSocket(client.sock, IO_TIMEOUT_MS)
             client.sock = self.sock
             self.client = client
             for topic in self.t.subscriptions():

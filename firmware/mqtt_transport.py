@@ -1,0 +1,103 @@
+# The transport under umqtt.simple: sockets with timeouts. The pinned library sets none, so a
+# silent broker or a dead link would block the device forever; these give up after timeout_ms
+# and record when bytes last arrived (umqtt.simple's check_msg cannot tell a PINGRESP from no
+# data, so the listener uses this to notice a missed ping).
+import errno
+import select
+import socket
+import time
+
+
+class Net:
+    """What umqtt.simple calls `socket`: sockets that time out instead of blocking forever while
+    connecting (the library sets no timeout of its own)."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_s = timeout_ms / 1000
+
+    def socket(self, *args):
+        s = socket.socket(*args)
+        s.settimeout(self.timeout_s)
+        return s
+
+    def getaddrinfo(self, *args):
+        return socket.getaddrinfo(*args)
+
+
+class TimeoutSocket:
+    """The connected broker socket as umqtt.simple sees it: "blocking" reads and writes give up
+    after timeout_ms (a silent broker must not hang the device), and the time bytes last came in
+    is recorded -- umqtt.simple's check_msg cannot tell a PINGRESP from no data."""
+
+    def __init__(self, sock, timeout_ms):
+        self.s = sock
+        sock.setblocking(False)
+        self.timeout_ms = timeout_ms
+        self.nb = False
+        self.rx_at = time.ticks_ms()
+        self.rx_bytes = 0
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+
+    def setblocking(self, flag):
+        self.nb = not flag
+
+    def _wait(self, events, deadline):
+        self.poller.modify(self.s, events)
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0 or not self.poller.poll(left):
+            raise OSError(errno.ETIMEDOUT)
+
+    def wait_readable(self, ms):
+        self.poller.modify(self.s, select.POLLIN)
+        return bool(self.poller.poll(ms))
+
+    def read(self, n):
+        if self.nb:
+            d = self.s.read(n)
+            if d:
+                self.rx_at = time.ticks_ms()
+                self.rx_bytes += len(d)
+            return d
+        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
+        buf = b""
+        while len(buf) < n:
+            d = self.s.read(n - len(buf))
+            if d is None:
+                self._wait(select.POLLIN, deadline)
+                continue
+            if not d:
+                break  # EOF: a short read, which umqtt.simple turns into an error
+            buf += d
+        if buf:
+            self.rx_at = time.ticks_ms()
+            self.rx_bytes += len(buf)
+        return buf
+
+    def write(self, buf, n=None):
+        if isinstance(buf, str):
+            buf = buf.encode()
+        mv = memoryview(buf)
+        if n is not None:
+            mv = mv[:n]
+        deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
+        off = 0
+        while off < len(mv):
+            try:
+                k = self.s.write(mv[off:])
+            except OSError as e:
+                if e.args[0] not in (errno.EAGAIN, 11):
+                    raise
+                k = None
+            if not k:
+                self._wait(select.POLLOUT, deadline)
+                continue
+            off += k
+        return off
+
+    def close(self):
+        try:
+            self.poller.unregister(self.s)
+        except Exception:
+            pass
+        self.s.close()
