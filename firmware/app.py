@@ -202,13 +202,20 @@ class App:
         return CHECK
 
     def _s_offline(self):
-        if not self.confirmed and self.board.ota_state() == "pending-verify":
+        # The OTA server is out of reach but the broker may not be: keep listening for pushes
+        # (and, with confirm_by "mqtt", for the reply that confirms a new image) meanwhile.
+        mqtt_up = self.resume == CHECK and self._mqtt_listener() is not None
+        confirms_by_mqtt = mqtt_up and self.config.get("confirm_by") == "mqtt"
+        if not self.confirmed and not confirms_by_mqtt and self.board.ota_state() == "pending-verify":
             # A new image that cannot reach its server must not stay: reset, and the bootloader
             # rolls back to the image that worked.
             _log.error("offline: %s; new image never confirmed, rebooting to roll back", self.reason)
             self.display.show_failure(self.reason or "offline", "rolling back to the previous firmware")
             self.board.reboot()
             return STOPPED
+        if mqtt_up:
+            _log.warning("OTA check unavailable (%s); listening on MQTT until the next check", self.reason)
+            return LISTEN
         delay = retry.jittered(config_mod.number(self.config, "offline_s", DEFAULT_OFFLINE_S))
         _log.error("offline: %s; trying again in %d s", self.reason, int(delay))
         self.display.show_failure(self.reason or "offline", "next try in %d min" % int(delay / 60 + 0.5))

@@ -323,3 +323,24 @@ def test_mqtt_only_device_without_ota_url_updates_and_confirms(amqtt, product, p
         assert "image confirmed (reportInfoReply 200)" in out2
     finally:
         srv.stop()
+
+
+def test_ota_server_down_keeps_the_device_listening_on_mqtt(amqtt, product, platforms, tmp_path):
+    """The OTA check gives up (server unreachable) but the broker is fine: the device listens on
+    MQTT instead of waiting offline, so the platform still sees it and can push to it."""
+    import mkflash
+    from conftest import free_port
+    mkflash.make_device_root(str(tmp_path), config={
+        "ota_url": "http://127.0.0.1:%d/xiaozhi/ota/" % free_port(), "recheck_interval_s": 30,
+        "retry": {"base_s": 0.05, "tries": 2},
+        "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product, "download_jitter_ms": 0}})
+    plat = platforms(amqtt, product)
+    proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=str(tmp_path), env=mpy_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert plat.wait_report(DEV, "1.0.0", timeout=20)
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+    assert "OTA check failed (2/2)" in out
+    assert "listening on MQTT until the next check" in out
