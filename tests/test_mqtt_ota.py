@@ -344,3 +344,12 @@ def test_ota_server_down_keeps_the_device_listening_on_mqtt(amqtt, product, plat
         out, _ = proc.communicate(timeout=10)
     assert "OTA check failed (2/2)" in out
     assert "listening on MQTT until the next check" in out
+
+
+def test_push_tool_says_when_the_broker_is_unreachable():
+    from conftest import free_port
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "push.py"), "--broker",
+                           "127.0.0.1:%d" % free_port(), "--product", "P", "--device", "D", "--version", "1.2.0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot reach the broker" in proc.stderr and "Traceback" not in proc.stderr

@@ -315,7 +315,11 @@ def main(argv=None):
     platform = Platform(bhost, bport, args.product, args.username, args.password, ctx,
                         answer_report_info=not args.no_reply, log=lambda line: print(line, flush=True))
     try:
-        platform.start()
+        try:
+            platform.start()
+        except (OSError, mqtt_lite.MqttError) as e:
+            print("push: cannot reach the broker at %s:%d: %s" % (bhost, bport, e), file=sys.stderr)
+            return 2
         print("image %s: %d bytes, md5 %s, served by %s" % (args.version, len(image),
               hashlib.md5(image).hexdigest(), host.url), flush=True)
         if args.wait_report:
