@@ -78,17 +78,18 @@ def report(token, ts_ms, version, module="default"):
     return _encode("report", token, ts_ms, {"version": version, "module": module})
 
 
+def _contains_any(text, parts):
+    for p in parts:
+        if p in text:
+            return True
+    return False
+
+
 def safe_desc(text):
     """A progress desc: short, and without anything that looks like a URL, query or secret."""
     words = []
     for w in str(text).split():
-        lw = w.lower()
-        bad = False
-        for m in _SECRET_MARKS:
-            if m in lw:
-                bad = True
-                break
-        words.append("[redacted]" if bad else w)
+        words.append("[redacted]" if _contains_any(w.lower(), _SECRET_MARKS) else w)
     out = " ".join(words)
     return out if len(out) <= DESC_MAX else out[:DESC_MAX - 3] + "..."
 
@@ -209,13 +210,7 @@ def _pick_file(files, board_type):
         name = f.get("name")
         if not isinstance(name, str) or not name.lower().endswith(".bin"):
             continue
-        low = name.lower()
-        skip = False
-        for w in _NON_APP:
-            if w in low:
-                skip = True
-                break
-        if not skip:
+        if not _contains_any(name.lower(), _NON_APP):
             cands.append(f)
     if len(cands) > 1 and board_type:
         mine = [f for f in cands if board_type.lower() in f["name"].lower()]
