@@ -417,19 +417,8 @@ class Response:
         """Read body bytes into buf (up to len(buf)); 0 at the end of the body."""
         mode = self._mode
         if mode == _LENGTH:
-            rem = self._remaining
-            n = len(buf)
-            if n > rem:
-                n = rem
-            if n <= 0:
-                return 0
-            got = self._read(buf, n)
-            if not got:
-                self.close()
-                raise HttpError("body truncated")
-            rem -= got
-            self._remaining = rem
-            if rem == 0:
+            got = self._read_framed(buf)
+            if got and self._remaining == 0:
                 self._finish()
             return got
         if mode == _CHUNKED:
@@ -457,20 +446,26 @@ class Response:
                 self._read_fields(None, "body truncated")  # trailers: read and dropped
                 self._finish()
                 return 0
+        self._remaining = rem
+        got = self._read_framed(buf)
+        if got and self._remaining == 0:
+            self._crlf_due = True
+        return got
+
+    def _read_framed(self, buf):
+        """Up to len(buf) of the `_remaining` bytes the framing promises; EOF before them is
+        a truncated body."""
+        rem = self._remaining
         n = len(buf)
         if n > rem:
             n = rem
-        if n == 0:
-            self._remaining = rem
+        if n <= 0:
             return 0
         got = self._read(buf, n)
         if not got:
             self.close()
             raise HttpError("body truncated")
-        rem -= got
-        self._remaining = rem
-        if rem == 0:
-            self._crlf_due = True
+        self._remaining = rem - got
         return got
 
     def _chunk_size(self, n):
