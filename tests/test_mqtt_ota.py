@@ -256,6 +256,27 @@ def test_listen_without_product_id_idles_and_says_why(tmp_path):
     assert time.time() - t0 >= 0.6
 
 
+def _app_push_and_reboot(tmp_path, plat, srv):
+    """Boot main.py, push 1.1.0 once it reports 1.0.0, let it reboot and boot it again until the
+    platform sees 100 or a failure. (first boot's log, second boot's log, final progress)."""
+    boot = [MICROPYTHON, os.path.join(ROOT, "main.py")]
+    first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    assert plat.wait_report(DEV, "1.0.0", timeout=20)
+    token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
+                            push.ImageHost(server=srv), "seed")
+    out1, _ = first.communicate(timeout=30)
+    assert first.returncode == REBOOT, out1
+    second = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    got = plat.wait_step(DEV, [100] + list(FAIL_STEPS), token, timeout=20)
+    second.kill()
+    out2, _ = second.communicate(timeout=10)
+    assert got and got["step"] == 100, out2
+    assert "firmware 1.1.0 in ota_1 (pending-verify)" in out2
+    return out1, out2
+
+
 def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
     """main.py (the app's state machine: check -> activate -> listen) with the default
     confirm_by "ota_check": a push installs, the new image is confirmed by the OTA check, and
@@ -269,23 +290,7 @@ def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
             "retry": {"base_s": 0.2, "tries": 3}, "activation": {"recheck_s": 0.3, "poll_s": 0.2},
             "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
                      "download_jitter_ms": 0, "http_base": srv.url}})
-        plat = platforms(amqtt, product)
-        main = os.path.join(ROOT, "main.py")
-        boot = [MICROPYTHON, main]
-        first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        assert plat.wait_report(DEV, "1.0.0", timeout=20)
-        token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
-                                push.ImageHost(server=srv), "seed")
-        out1, _ = first.communicate(timeout=30)
-        assert first.returncode == REBOOT, out1
-        second = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-        got = plat.wait_step(DEV, [100] + list(FAIL_STEPS), token, timeout=20)
-        second.kill()
-        out2, _ = second.communicate(timeout=10)
-        assert got and got["step"] == 100, out2
-        assert "firmware 1.1.0 in ota_1 (pending-verify)" in out2
+        _, out2 = _app_push_and_reboot(tmp_path, platforms(amqtt, product), srv)
         assert "image confirmed (first successful OTA check)" in out2
     finally:
         srv.stop()
@@ -302,24 +307,9 @@ def test_mqtt_only_device_without_ota_url_updates_and_confirms(amqtt, product, p
             "recheck_interval_s": 30,
             "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
                      "download_jitter_ms": 0, "http_base": srv.url}})
-        plat = platforms(amqtt, product)
-        boot = [MICROPYTHON, os.path.join(ROOT, "main.py")]
-        first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        assert plat.wait_report(DEV, "1.0.0", timeout=20)
-        token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
-                                push.ImageHost(server=srv), "seed")
-        out1, _ = first.communicate(timeout=30)
-        assert first.returncode == REBOOT, out1
+        out1, out2 = _app_push_and_reboot(tmp_path, platforms(amqtt, product), srv)
         assert "MQTT only" in out1
         assert [r["endpoint"] for r in srv.requests] == ["firmware"]  # no OTA check, only the image
-        second = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-        got = plat.wait_step(DEV, [100] + list(FAIL_STEPS), token, timeout=20)
-        second.kill()
-        out2, _ = second.communicate(timeout=10)
-        assert got and got["step"] == 100, out2
-        assert "firmware 1.1.0 in ota_1 (pending-verify)" in out2
         assert "image confirmed (reportInfoReply 200)" in out2
     finally:
         srv.stop()
