@@ -161,6 +161,26 @@ def image_length(partition):
     return body + (DIGEST_LEN if hashed else 0)
 
 
+def _sha256_of(read, n):
+    """SHA-256 of the first n image bytes, read in 4 KiB pieces."""
+    buf = bytearray(4096)
+    mv = memoryview(buf)
+    h = hashlib.sha256()
+    pos = 0
+    while pos < n:
+        k = min(4096, n - pos)
+        read(pos, mv[:k])
+        h.update(mv[:k])
+        pos += k
+    return h.digest()
+
+
+def _stored_digest(read, body):
+    buf = bytearray(DIGEST_LEN)
+    read(body, buf)
+    return bytes(buf)
+
+
 def verify_digest(partition):
     """True iff the image's appended SHA-256 matches; False if it differs or none is appended.
 
@@ -168,17 +188,21 @@ def verify_digest(partition):
     read, data_end, body, hashed = _layout(partition)
     if not hashed:
         return False
-    buf = bytearray(4096)
-    mv = memoryview(buf)
-    h = hashlib.sha256()
-    pos = 0
-    while pos < body:
-        n = min(4096, body - pos)
-        read(pos, mv[:n])
-        h.update(mv[:n])
-        pos += n
-    read(body, mv[:DIGEST_LEN])
-    return h.digest() == bytes(mv[:DIGEST_LEN])
+    return _sha256_of(read, body) == _stored_digest(read, body)
+
+
+def app_sha256(partition):
+    """The image digest ESP-IDF's esp_partition_get_sha256 gives for an app partition, which
+    esp_delta_ota compares with a patch's base (bootloader_common_get_sha256_of_partition): the
+    appended SHA-256, checked against the bytes before it; without one, the SHA-256 of the whole
+    image. Both hash the same bytes (everything up to the checksum block's end).
+
+    Raises ImageError when the image is invalid or its appended digest does not match."""
+    read, data_end, body, hashed = _layout(partition)
+    digest = _sha256_of(read, body)
+    if hashed and digest != _stored_digest(read, body):
+        raise ImageError("SHA-256 digest does not match")
+    return digest
 
 
 def checksum(partition):
