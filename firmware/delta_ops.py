@@ -43,9 +43,17 @@ def fill(dst, st):
 
 
 def heatshrink(st, inp, out, win):
-    ip, iend, op, oend, acc, nb, ph, head, back, cnt, wbits, lbits = st
-    mask = (1 << wbits) - 1
-    widths = (1, 8, wbits, lbits)
+    ip = st[0]
+    iend = st[1]
+    op = st[2]
+    oend = st[3]
+    acc = st[4]
+    nb = st[5]
+    ph = st[6]
+    head = st[7]
+    back = st[8]
+    cnt = st[9]
+    mask = (1 << st[10]) - 1
     while True:
         if ph == 4:
             while cnt and op < oend:
@@ -60,7 +68,7 @@ def heatshrink(st, inp, out, win):
             ph = 0
         if ph == 1 and op >= oend:
             break
-        need = widths[ph]
+        need = 1 if ph == 0 else 8 if ph == 1 else st[10] if ph == 2 else st[11]
         while nb < need and ip < iend:
             acc = (acc << 8) | inp[ip]
             ip += 1
