@@ -414,3 +414,11 @@ def test_make_delta_cli(images, tmp_path, capsys):
     unsigned = write(tmp_path / "nodigest.bin", images["base"][:23] + b"\0" + images["base"][24:-32])
     assert make_delta.main([unsigned, new, "-o", str(tmp_path / "r.bin")]) == 1
     assert "no appended SHA-256" in capsys.readouterr().err
+
+
+def test_deploy_ships_the_viper_kernels_as_source_to_a_board_without_native_code(tmp_path):
+    import deploy
+    rel, path = deploy.compile_mpy("firmware/delta_viper.py", "", str(tmp_path))
+    assert (rel, path) == ("firmware/delta_viper.py", os.path.join(ROOT, "firmware", "delta_viper.py"))
+    rel, path = deploy.compile_mpy("firmware/delta_viper.py", "xtensawin", str(tmp_path))
+    assert rel == "firmware/delta_viper.mpy" and read(path)[:1] == b"M"
