@@ -1,0 +1,282 @@
+# Secure Boot V2 signatures of OTA images, checked on the device before the boot partition changes.
+#
+# A signed file is what `espsecure sign-data --version 2` writes (esptool 5.6.0
+# espsecure/__init__.py: sign_secure_boot_v2, generate_rsa_signature_block): the image, 0xFF
+# padding up to a 4 KiB boundary, then one 4 KiB signature sector. The sector holds up to three
+# 1216-byte blocks, the rest is 0xFF. ESP-IDF looks for it at ALIGN_UP(image length, 4096)
+# (bootloader_support/src/secure_boot_v2/secure_boot_signatures_app.c,
+# esp_secure_boot_get_signature_blocks_for_running_app). A block (ets_secure_boot_sig_block in
+# esp_rom/include/esp32s3/rom/secure_boot.h):
+#      0  magic 0xE7, version 0x02 (RSA-3072 PSS), 2 reserved bytes
+#      4  image digest: SHA-256 of everything before the sector (image and padding)
+#     36  key (ets_rsa_pubkey_t): n (384 bytes, little-endian), e (u32), rinv (384 B), m' (u32)
+#    812  signature (384 bytes, little-endian)
+#   1196  CRC-32 of bytes 0..1195 (esp_rom_crc32_le(0, ...), the same as zlib/binascii crc32)
+#   1200  16 bytes of padding
+# A key is trusted by the SHA-256 of its 776-byte key field: what ESP-IDF computes over
+# &block.key, what `espsecure digest-sbv2-public-key` writes and what efuse SECURE_BOOT_DIGESTn
+# holds (espefuse burn-key-digest burns those bytes unreversed).
+#
+# Which block counts (secure_boot_signatures_app.c, esp_secure_boot_verify_rsa_signature_block):
+# blocks with a bad magic or CRC are skipped, so are blocks whose key is not trusted; the image
+# is accepted when one trusted block's RSA-PSS signature verifies over our SHA-256. Stricter, as
+# `espsecure verify-signature` is: any CRC-valid RSA block that names another image digest refuses
+# the image ("hash mismatch"), whatever its key.
+import binascii
+import hashlib
+import struct
+
+from firmware import rsa_pss
+
+SECTOR = 4096
+BLOCK_LEN = 1216
+BLOCKS = 3
+MAGIC = 0xE7
+VERSION_RSA = 0x02
+CRC_LEN = 1196
+DIGEST = 4
+KEY = 36
+KEY_LEN = 776
+N_LEN = 384
+SIG = 812
+RSA_BITS = 3072
+
+# Reasons, as the log, the screen and the platform's progress `desc` show them.
+UNSIGNED = "unsigned"
+UNKNOWN_KEY = "unknown key"
+BAD_SIGNATURE = "bad signature"
+HASH_MISMATCH = "hash mismatch"
+BAD_CRC = "bad signature block CRC"
+UNSUPPORTED = "unsupported signature scheme"
+TRUNCATED = "truncated signature sector"
+LAYOUT = "bad signed image layout"
+
+# When no block verifies, the block that got furthest says why.
+_RANK = {BAD_CRC: 1, UNSUPPORTED: 2, UNKNOWN_KEY: 3, BAD_SIGNATURE: 4}
+
+
+class SignatureError(Exception):
+    """An image refused for its signature: .reason is one of the reasons above."""
+
+    def __init__(self, reason, detail=None):
+        super().__init__(reason if not detail else "%s: %s" % (reason, detail))
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_digest(text):
+    """32 bytes from a key digest written as 64 hex digits (spaces and colons allowed, as
+    `espsecure signature-info-v2` prints them); ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("a key digest must be a string of 64 hex digits")
+    s = text.strip().replace(" ", "").replace(":", "").lower()
+    if len(s) != 64:
+        raise ValueError("a key digest has 64 hex digits, not %d" % len(s))
+    try:
+        return binascii.unhexlify(s)
+    except ValueError:
+        raise ValueError("a key digest must be hex")
+
+
+def hex_digest(d):
+    return binascii.hexlify(d).decode()
+
+
+def key_digest(block):
+    """SHA-256 of a block's key field: the form trusted keys are given in."""
+    return hashlib.sha256(block[KEY:KEY + KEY_LEN]).digest()
+
+
+def _block_status(block, digest, trusted):
+    """None when the block verifies, else the reason it does not; "" when there is no block."""
+    if block[0] != MAGIC:
+        return ""
+    if binascii.crc32(block[:CRC_LEN]) & 0xFFFFFFFF != struct.unpack_from("<I", block, CRC_LEN)[0]:
+        return BAD_CRC
+    if block[1] != VERSION_RSA:
+        return UNSUPPORTED  # ECDSA blocks (version 3) are for other chips; the S3 boots RSA only
+    if bytes(block[DIGEST:DIGEST + 32]) != digest:
+        return HASH_MISMATCH
+    if key_digest(block) not in trusted:
+        return UNKNOWN_KEY
+    s = int.from_bytes(block[SIG:SIG + N_LEN], "little")
+    n = int.from_bytes(block[KEY:KEY + N_LEN], "little")
+    e = struct.unpack_from("<I", block, KEY + N_LEN)[0]
+    if not rsa_pss.verify(digest, s, n, e, RSA_BITS):
+        return BAD_SIGNATURE
+    return None
+
+
+def check_sector(sector, digest, trusted):
+    """Index of the block of `sector` (4 KiB, a memoryview is best) that verifies `digest` (the
+    SHA-256 of the signed part) under a trusted key; SignatureError otherwise."""
+    mv = memoryview(sector)
+    good = None
+    worst = None
+    for i in range(BLOCKS):
+        st = _block_status(mv[i * BLOCK_LEN:(i + 1) * BLOCK_LEN], digest, trusted)
+        if st == HASH_MISMATCH:
+            raise SignatureError(HASH_MISMATCH, "block %d was signed over another image" % i)
+        if st is None:
+            if good is None:
+                good = i
+        elif st and (worst is None or _RANK[st] > _RANK[worst]):
+            worst = st
+    if good is not None:
+        return good
+    if worst is None:
+        raise SignatureError(UNSIGNED, "the signature sector holds no signature block")
+    if worst == UNKNOWN_KEY and not trusted:
+        raise SignatureError(UNKNOWN_KEY, "no trusted key is configured")
+    raise SignatureError(worst)
+
+
+class SignatureCheck:
+    """Checks one signed file as it streams: update(data) with every byte of the file in order
+    (any chunk sizes; with 4 KiB chunks it allocates nothing), then finish(image_len).
+
+    The last 4 KiB seen are held back in one sector buffer, everything before them is hashed:
+    when the stream ends, the buffer is the signature sector and the hash covers the signed part,
+    whether or not the length was known in advance."""
+
+    def __init__(self, trusted, required=True, buf=None):
+        self.trusted = list(trusted)
+        self.required = required
+        self._buf = buf if buf is not None else bytearray(SECTOR)
+        if len(self._buf) != SECTOR:
+            raise ValueError("the sector buffer must be 4096 bytes")
+        self._mv = memoryview(self._buf)
+        self._sha = hashlib.sha256()
+        self._held = 0
+        self.total = 0      # bytes fed
+        self.block = None   # index of the block that verified
+        self.key = None     # hex digest of its key
+
+    def update(self, data):
+        n = len(data)
+        if not n:
+            return
+        self.total += n
+        held = self._held
+        buf = self._buf
+        if held + n <= SECTOR:
+            buf[held:held + n] = data
+            self._held = held + n
+            return
+        out = held + n - SECTOR  # bytes that can no longer be part of the sector: hash them
+        if out >= held:
+            if held == SECTOR:
+                self._sha.update(buf)
+            elif held:
+                self._sha.update(self._mv[:held])
+            skip = out - held
+            if skip:
+                mv = memoryview(data)
+                self._sha.update(mv[:skip])
+                buf[:] = mv[skip:]
+            else:
+                buf[:] = data
+        else:
+            mv = self._mv
+            self._sha.update(mv[:out])
+            keep = held - out
+            buf[:keep] = mv[out:held]  # memmove: slice stores into a bytearray allow overlap
+            buf[keep:] = data
+        self._held = SECTOR
+
+    def finish(self, image_len):
+        """After the last byte: True when a trusted signature verifies, False when the file is an
+        unsigned image and signatures are not required; SignatureError otherwise.
+
+        image_len: the app image's length from its header (app_image.image_length), which says
+        where the bootloader looks for the sector."""
+        try:
+            self._finish(image_len)
+        except SignatureError as e:
+            if e.reason == UNSIGNED and not self.required:
+                return False
+            raise
+        return True
+
+    def _finish(self, image_len):
+        total = self.total
+        signed = (image_len + SECTOR - 1) // SECTOR * SECTOR
+        if total < image_len:
+            raise SignatureError(LAYOUT, "%d of the image's %d bytes arrived" % (total, image_len))
+        if total <= signed:
+            raise SignatureError(UNSIGNED, "no signature sector after the image")
+        if total < signed + SECTOR:
+            raise SignatureError(TRUNCATED, "%d of %d bytes" % (total - signed, SECTOR))
+        if total > signed + SECTOR:
+            raise SignatureError(LAYOUT, "%d bytes after the signature sector" % (total - signed - SECTOR))
+        self.block = check_sector(self._mv, self._sha.digest(), self.trusted)
+        self.key = hex_digest(key_digest(self._mv[self.block * BLOCK_LEN:]))
+
+
+class Policy:
+    """Which keys are trusted and whether every image must be signed by one of them."""
+
+    def __init__(self, trusted, required, efuse_keys=0, errors=()):
+        self.trusted = trusted
+        self.required = required
+        self.efuse_keys = efuse_keys
+        self.errors = list(errors)
+
+    def check(self, buf=None):
+        """A SignatureCheck for the next image, or None when nothing is checked (no key known
+        and signatures not required: updates are unauthenticated, as before)."""
+        if not self.trusted and not self.required:
+            return None
+        return SignatureCheck(self.trusted, self.required, buf)
+
+    def describe(self):
+        if not self.trusted and not self.required:
+            return "updates are unauthenticated: no trusted signing key is configured"
+        keys = "%d trusted key(s)" % len(self.trusted)
+        if self.efuse_keys:
+            keys += ", %d from efuse" % self.efuse_keys
+        return "%s; %s" % ("signatures required" if self.required else "signed images are checked", keys)
+
+
+def policy(update_cfg, efuse_digests=()):
+    """The Policy from the config's `update` section and the efuse key digests (32-byte strings
+    the board read; Secure Boot on in efuse). Efuse keys count in addition to the config, and
+    then a signature is always required: the config cannot switch the hardware's trust off.
+
+    update.require_signature: None (default) = required as soon as any key is configured or in
+    efuse; false = unsigned images install, signed ones are checked when a key is known. A
+    malformed entry in update.trusted_keys is reported in .errors and, by default, still makes
+    signatures required, so a typo does not quietly turn checking off."""
+    cfg = update_cfg if isinstance(update_cfg, dict) else {}
+    errors = []
+    trusted = []
+    given = cfg.get("trusted_keys")
+    if given is None:
+        given = []
+    elif not isinstance(given, list):
+        errors.append("update.trusted_keys must be a list of hex key digests")
+        given = []
+    for i, text in enumerate(given):
+        try:
+            d = parse_digest(text)
+        except ValueError as e:
+            errors.append("update.trusted_keys[%d]: %s" % (i, e))
+            continue
+        if d not in trusted:
+            trusted.append(d)
+    efuse = 0
+    for d in efuse_digests:
+        efuse += 1
+        if d not in trusted:
+            trusted.append(bytes(d))
+    req = cfg.get("require_signature")
+    if req is not None and not isinstance(req, bool):
+        errors.append("update.require_signature must be true, false or null")
+        req = True
+    if efuse:
+        required = True
+    elif req is None:
+        required = bool(trusted or errors)
+    else:
+        required = req
+    return Policy(trusted, required, efuse, errors)
