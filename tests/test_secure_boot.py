@@ -468,3 +468,21 @@ def test_sign_image_tool_keeps_keys_out_of_the_repository():
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "refusing" in p.stderr
     assert not os.path.exists(os.path.join(ROOT, "fleet.pem"))
+
+
+def test_sim_board_efuse_digests_and_secure_version(sim_root, keys):
+    with open(os.path.join(sim_root, "sim.json")) as f:
+        sim = json.load(f)
+    out = []
+    for extra in ({}, {"secure_boot_digests": [keys["A"].digest], "efuse_secure_version": 4}):
+        sim.update(extra)
+        with open(os.path.join(sim_root, "sim.json"), "w") as f:
+            json.dump(sim, f)
+        out.append(mpy_json(r'''
+import json, binascii
+from firmware.board import sim
+b = sim.Board({})
+print(json.dumps([[binascii.hexlify(d).decode() for d in b.secure_boot_digests()],
+                  b.efuse_secure_version()]))
+''', cwd=sim_root))
+    assert out == [[[], 0], [[keys["A"].digest], 4]]
