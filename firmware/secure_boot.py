@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import struct
 
-from firmware import rsa_pss
+from firmware import app_image, rsa_pss
 
 SECTOR = 4096
 BLOCK_LEN = 1216
@@ -132,85 +132,77 @@ def check_sector(sector, digest, trusted):
 
 
 class SignatureCheck:
-    """Checks one signed file as it streams: update(data) with every byte of the file in order
-    (any chunk sizes; with 4 KiB chunks it allocates nothing), then finish(image_len).
+    """Checks one signed file: update(data) with every byte of it in order, as it streams (any
+    chunk sizes), then finish(read) once it is on flash.
 
-    The last 4 KiB seen are held back in one sector buffer, everything before them is hashed:
-    when the stream ends, the buffer is the signature sector and the hash covers the signed part,
-    whether or not the length was known in advance."""
+    The image's own headers say where it ends (app_image.StreamLength), so the SHA-256 covers
+    exactly the signed part, ALIGN_UP(image length, 4 KiB), in the same pass, whether or not the
+    file's length was known in advance. The sector itself is read back at the end, from where the
+    bootloader will read it. Holds a hash object and a 24-byte header scratch; allocates nothing
+    per chunk."""
 
-    def __init__(self, trusted, required=True, buf=None):
+    def __init__(self, trusted, required=True):
         self.trusted = list(trusted)
         self.required = required
-        self._buf = buf if buf is not None else bytearray(SECTOR)
-        if len(self._buf) != SECTOR:
-            raise ValueError("the sector buffer must be 4096 bytes")
-        self._mv = memoryview(self._buf)
         self._sha = hashlib.sha256()
-        self._held = 0
+        self._walk = app_image.StreamLength()
+        self.signed = None  # length of the signed part (where the sector starts), once known
         self.total = 0      # bytes fed
         self.block = None   # index of the block that verified
         self.key = None     # hex digest of its key
 
     def update(self, data):
+        off = self.total
         n = len(data)
-        if not n:
-            return
-        self.total += n
-        held = self._held
-        buf = self._buf
-        if held + n <= SECTOR:
-            buf[held:held + n] = data
-            self._held = held + n
-            return
-        out = held + n - SECTOR  # bytes that can no longer be part of the sector: hash them
-        if out >= held:
-            if held == SECTOR:
-                self._sha.update(buf)
-            elif held:
-                self._sha.update(self._mv[:held])
-            skip = out - held
-            if skip:
-                mv = memoryview(data)
-                self._sha.update(mv[:skip])
-                buf[:] = mv[skip:]
-            else:
-                buf[:] = data
-        else:
-            mv = self._mv
-            self._sha.update(mv[:out])
-            keep = held - out
-            buf[:keep] = mv[out:held]  # memmove: slice stores into a bytearray allow overlap
-            buf[keep:] = data
-        self._held = SECTOR
+        self.total = off + n
+        signed = self.signed
+        if signed is None:
+            w = self._walk
+            w.feed(off, data)
+            if w.length is None:
+                self._sha.update(data)  # the last segment header is still ahead: all signed
+                return
+            signed = self.signed = (w.length + SECTOR - 1) // SECTOR * SECTOR
+        if off + n <= signed:
+            self._sha.update(data)
+        elif off < signed:
+            self._sha.update(memoryview(data)[:signed - off])
 
-    def finish(self, image_len):
+    def finish(self, read, buf=None):
         """After the last byte: True when a trusted signature verifies, False when the file is an
         unsigned image and signatures are not required; SignatureError otherwise.
 
-        image_len: the app image's length from its header (app_image.image_length), which says
-        where the bootloader looks for the sector."""
+        read(offset, view) fills a 4 KiB memoryview with the file's bytes at `offset` (what is on
+        flash: the updater's flash reader); buf, a bytearray of at least 4 KiB to read into (the
+        updater's chunk buffer is free by then), else one is allocated."""
         try:
-            self._finish(image_len)
+            self._finish(read, buf)
         except SignatureError as e:
             if e.reason == UNSIGNED and not self.required:
                 return False
             raise
         return True
 
-    def _finish(self, image_len):
+    def _finish(self, read, buf):
+        w = self._walk
+        if w.length is None:
+            raise SignatureError(LAYOUT, w.error or "the image's headers did not all arrive")
         total = self.total
-        signed = (image_len + SECTOR - 1) // SECTOR * SECTOR
-        if total < image_len:
-            raise SignatureError(LAYOUT, "%d of the image's %d bytes arrived" % (total, image_len))
+        signed = self.signed
+        if total < w.length:
+            raise SignatureError(LAYOUT, "%d of the image's %d bytes arrived" % (total, w.length))
         if total <= signed:
             raise SignatureError(UNSIGNED, "no signature sector after the image")
         if total < signed + SECTOR:
             raise SignatureError(TRUNCATED, "%d of %d bytes" % (total - signed, SECTOR))
         if total > signed + SECTOR:
             raise SignatureError(LAYOUT, "%d bytes after the signature sector" % (total - signed - SECTOR))
-        self.block = check_sector(self._mv, self._sha.digest(), self.trusted)
-        self.key = hex_digest(key_digest(self._mv[self.block * BLOCK_LEN:]))
+        if buf is None or len(buf) < SECTOR:
+            buf = bytearray(SECTOR)
+        sector = memoryview(buf)[:SECTOR]
+        read(signed, sector)
+        self.block = check_sector(sector, self._sha.digest(), self.trusted)
+        self.key = hex_digest(key_digest(sector[self.block * BLOCK_LEN:]))
 
 
 class Policy:
@@ -222,12 +214,12 @@ class Policy:
         self.efuse_keys = efuse_keys
         self.errors = list(errors)
 
-    def check(self, buf=None):
+    def check(self):
         """A SignatureCheck for the next image, or None when nothing is checked (no key known
         and signatures not required: updates are unauthenticated, as before)."""
         if not self.trusted and not self.required:
             return None
-        return SignatureCheck(self.trusted, self.required, buf)
+        return SignatureCheck(self.trusted, self.required)
 
     def describe(self):
         if not self.trusted and not self.required:
