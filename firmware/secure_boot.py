@@ -99,10 +99,8 @@ def _block_status(block, digest, trusted):
         return HASH_MISMATCH
     if key_digest(block) not in trusted:
         return UNKNOWN_KEY
-    s = int.from_bytes(block[SIG:SIG + N_LEN], "little")
-    n = int.from_bytes(block[KEY:KEY + N_LEN], "little")
     e = struct.unpack_from("<I", block, KEY + N_LEN)[0]
-    if not rsa_pss.verify(digest, s, n, e, RSA_BITS):
+    if not rsa_pss.verify(digest, block[SIG:SIG + N_LEN], block[KEY:KEY + N_LEN], e, RSA_BITS):
         return BAD_SIGNATURE
     return None
 

@@ -336,27 +336,31 @@ def test_rsa_pss_against_cryptography(keys):
     digest = bytes(range(32))
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
     pre = utils.Prehashed(hashes.SHA256())
-    cases = []
+    cases = []  # [signature, n, e, digest signed?] as little-endian hex, like a signature block
     for k, pad_ in [(key, pss), (e3, pss),
                     (key, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20)),
                     (key, padding.PKCS1v15()),
                     (key, padding.PSS(mgf=padding.MGF1(hashes.SHA1()), salt_length=32))]:
-        sig = k.sign(digest, pad_, pre)
+        sig = int.from_bytes(k.sign(digest, pad_, pre), "big")
         nums = k.public_key().public_numbers()
-        cases.append([int.from_bytes(sig, "big"), nums.n, nums.e])
-    good = cases[0]
-    cases.append([good[0], good[1], good[2], "other digest"])
-    cases.append([good[0] + good[1], good[1], good[2]])  # s >= n
+        cases.append([sig, nums.n, nums.e, True])
+    s, n, e, _ = cases[0]
+    cases += [[s, n, e, False],                # another digest
+              [(1 << 3072) - 1, n, e, True],   # s >= n
+              [s, n, e + 2, True],             # another exponent
+              [s ^ (1 << 1000), n, e, True]]   # one bit of the signature
+    le = [[c[0].to_bytes(384, "little").hex(), c[1].to_bytes(384, "little").hex(), c[2], c[3]]
+          for c in cases]
     r = mpy_json(r'''
-import json
+import json, binascii
 from firmware import rsa_pss
 out = []
-for c in json.loads(%r):
-    d = bytes(range(32)) if len(c) == 3 else bytes(32)
-    out.append(rsa_pss.verify(d, c[0], c[1], c[2], 3072))
+for s, n, e, same in json.loads(%r):
+    d = bytes(range(32)) if same else bytes(32)
+    out.append(rsa_pss.verify(d, binascii.unhexlify(s), binascii.unhexlify(n), e, 3072))
 print(json.dumps(out))
-''' % json.dumps(cases))
-    assert r == [True, True, False, False, False, False, False]
+''' % json.dumps(le))
+    assert r == [True, True, False, False, False, False, False, False, False]
 
 
 # --- the trust policy from config and efuse -------------------------------------------------
