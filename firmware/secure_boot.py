@@ -88,7 +88,8 @@ def key_digest(block):
 
 
 def _block_status(block, digest, trusted):
-    """None when the block verifies, else the reason it does not; "" when there is no block."""
+    """None when the block verifies, else the reason it does not; "" when there is no block.
+    With trusted None, only the block's image digest is checked (None: it names our image)."""
     if block[0] != MAGIC:
         return ""
     if binascii.crc32(block[:CRC_LEN]) & 0xFFFFFFFF != struct.unpack_from("<I", block, CRC_LEN)[0]:
@@ -97,6 +98,8 @@ def _block_status(block, digest, trusted):
         return UNSUPPORTED  # ECDSA blocks (version 3) are for other chips; the S3 boots RSA only
     if bytes(block[DIGEST:DIGEST + 32]) != digest:
         return HASH_MISMATCH
+    if trusted is None:
+        return None
     if key_digest(block) not in trusted:
         return UNKNOWN_KEY
     e = struct.unpack_from("<I", block, KEY + N_LEN)[0]
@@ -112,7 +115,9 @@ def check_sector(sector, digest, trusted):
     good = None
     worst = None
     for i in range(BLOCKS):
-        st = _block_status(mv[i * BLOCK_LEN:(i + 1) * BLOCK_LEN], digest, trusted)
+        # once a block has verified, the others are only checked for naming another image
+        st = _block_status(mv[i * BLOCK_LEN:(i + 1) * BLOCK_LEN], digest,
+                           trusted if good is None else None)
         if st == HASH_MISMATCH:
             raise SignatureError(HASH_MISMATCH, "block %d was signed over another image" % i)
         if st is None:

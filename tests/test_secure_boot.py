@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT, mpy_json, run_mpy
 from test_app_image import FAKE
+import bench_signature
 import build_image
 
 SECTOR = 4096
@@ -314,28 +315,11 @@ print(json.dumps({"steady": steady, "held": gc.mem_alloc() - before}))
 def test_verify_fits_in_8k_of_free_heap(corpus, keys, free, fits):
     """finish() (sector read into the caller's buffer, CRCs, key digest, RSA-PSS) with ballast
     leaving `free` bytes: 8 KiB is enough, 2 KiB is not (so the ballast really bites)."""
-    proc = run_mpy(r'''
-import gc, binascii
-from firmware import secure_boot
-buf = bytearray(4096)
-chk = secure_boot.SignatureCheck([binascii.unhexlify(%r)])
-f = open(%r, "rb")
-while f.readinto(buf):
-    chk.update(buf)
-def read(off, view):
-    f.seek(off)
-    f.readinto(view)
-ballast = []
-gc.collect()
-while gc.mem_free() > %d + 1024:
-    ballast.append(bytearray(512))
-while gc.mem_free() > %d + 32:
-    ballast.append(bytearray(16))
-gc.collect()
-print("verified" if chk.finish(read, buf) else "no")
-''' % (keys["A"].digest, str(corpus.files["signed_odd"]), free, free), check=False)
+    args = {"path": str(corpus.files["signed_odd"]), "digest": keys["A"].digest}
+    proc = run_mpy("ARGS = %r\nFREE = %d\n" % (json.dumps(args), free) + bench_signature.FIT,
+                   check=False)
     if fits:
-        assert proc.returncode == 0 and "verified" in proc.stdout, proc.stderr
+        assert proc.returncode == 0 and '"ok": true' in proc.stdout, proc.stdout + proc.stderr
     else:
         assert proc.returncode != 0 and "MemoryError" in proc.stdout + proc.stderr, proc.stdout
 
