@@ -144,15 +144,71 @@ def _walk(read, size):
     return pos, hdr[23] == 1
 
 
+def _body_end(data_end):
+    return (data_end + 16) & ~15  # the checksum byte ends the 16-byte block after the data
+
+
 def _layout(partition):
     read = _reader(partition)
     size = _part_size(partition)
     data_end, hashed = _walk(read, size)
-    body = (data_end + 16) & ~15  # checksum byte ends the 16-byte block after the data
+    body = _body_end(data_end)
     end = body + (DIGEST_LEN if hashed else 0)
     if end > size:
         raise ImageError("image (%d bytes) runs past the partition (%d bytes)" % (end, size))
     return read, data_end, body, hashed
+
+
+class StreamLength:
+    """An image's total length learnt from its bytes as they stream past (the walk _walk does on
+    flash): feed(off, data) with consecutive pieces; .length is known once the last segment
+    header has gone by, which is always before the image ends. .error says why it never will
+    be (not an app image). Reads only the headers, into one 24-byte scratch buffer."""
+
+    def __init__(self):
+        self.length = None
+        self.error = None
+        self._hdr = bytearray(HEADER_LEN)
+        self._at = 0          # stream offset of the header being gathered
+        self._need = HEADER_LEN
+        self._got = 0
+        self._left = None     # segments still to walk
+        self._hashed = False
+
+    def feed(self, off, data):
+        end = off + len(data)
+        while self.length is None and self.error is None:
+            pos = self._at + self._got
+            if pos >= end:
+                return
+            take = min(self._need - self._got, end - pos)
+            i = pos - off
+            self._hdr[self._got:self._got + take] = data[i:i + take]
+            self._got += take
+            if self._got == self._need:
+                self._header_done()
+
+    def _header_done(self):
+        h = self._hdr
+        if self._left is None:  # the image header
+            if h[0] != IMAGE_MAGIC or not 1 <= h[1] <= MAX_SEGMENTS:
+                self.error = "not an app image"
+                return
+            self._left = h[1]
+            self._hashed = h[23] == 1
+            self._at = HEADER_LEN
+        else:                   # a segment header: skip its data
+            n = struct.unpack_from("<I", h, 4)[0]
+            if n & 3:
+                self.error = "segment length %d is not a multiple of 4" % n
+                return
+            self._at += SEG_HEADER_LEN + n
+            self._left -= 1
+            if not self._left:
+                self.length = _body_end(self._at) + (DIGEST_LEN if self._hashed else 0)
+                return
+        self._need = SEG_HEADER_LEN
+        self._got = 0
 
 
 def image_length(partition):

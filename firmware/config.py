@@ -24,6 +24,9 @@ DEFAULTS = {
              "download_jitter_ms": 5000, "module": "default", "confirm_timeout_s": None,
              "reconnect_max_ms": 60000},
     "confirm_by": "ota_check",
+    # Secure Boot V2 signatures (firmware/secure_boot.py): trusted_keys are SHA-256 key digests
+    # in hex (`tools/sign_image.py digest`); require_signature None = on once any key is known.
+    "update": {"require_signature": None, "trusted_keys": []},
     "display": {"autoshot": False, "shot_dir": "screenshots"},
     "log_level": "info",
 }

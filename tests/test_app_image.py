@@ -1,6 +1,7 @@
 """App images: tools/build_image.py output checked by esptool, parsed by firmware/app_image.py
 running on the real MicroPython unix port."""
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -221,3 +222,37 @@ def test_mpy_image_past_partition_end(tmp_path):
     code = "print(json.dumps(err(app_image.image_length, part)))\n"
     assert "runs past the partition" in run_parser(code, path, 2 * 4096)
     assert run_parser(code, path, 3 * 4096) is None  # exactly fits
+
+
+def test_mpy_stream_length_matches_the_flash_walk(tmp_path):
+    """StreamLength (the image's length learnt while it streams, for the signature check) gives
+    what image_length reads from flash, whatever the chunking; non-images give an error."""
+    paths = []
+    for i, size in enumerate([None, 352, 4096, 100000, 300 * 1024 + 48]):
+        p = write(tmp_path, "img%d.bin" % i, build_image.build_image("1.0.%d" % i, size=size, seed=i)
+                  + b"\xff" * 5000)  # padding and more after the image: not part of its length
+        paths.append(str(p))
+    paths.append(str(write(tmp_path, "junk.bin", b"\xe9\x00" + bytes(5000))))
+    paths.append(str(write(tmp_path, "text.bin", b"hello" * 1000)))
+    got = mpy_json(FAKE + r'''
+out = []
+for path in json.loads(%r):
+    try:
+        want = app_image.image_length(FilePartition(path, 1 << 20))
+    except app_image.ImageError:
+        want = None
+    data = open(path, "rb").read()
+    row = [want]
+    for chunk in (1, 7, 24, 4096, 65536):
+        w = app_image.StreamLength()
+        for off in range(0, len(data), chunk):
+            w.feed(off, memoryview(data)[off:off + chunk])
+        row.append(w.length if w.error is None else w.error)
+    out.append(row)
+print(json.dumps(out))
+''' % json.dumps(paths))
+    lengths = [os.path.getsize(p) - 5000 for p in paths[:5]]
+    for row, n in zip(got[:5], lengths):
+        assert row == [n] * 6, row
+    assert got[5] == [None] + ["not an app image"] * 5
+    assert got[6] == [None] + ["not an app image"] * 5

@@ -1,5 +1,11 @@
 """The real-board implementation, run on the unix port with register-level fakes of
 machine/esp32/network/esp installed in sys.modules (the hardware cannot exist here)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
 from conftest import mpy_json
 
 FAKES = """
@@ -186,3 +192,59 @@ out.append(b.ota_state())
 print(json.dumps(out))
 """ % otadata)
     assert r == ["pending-verify", "none"]
+
+
+def _espefuse(efuse_file, *args):
+    proc = subprocess.run([sys.executable, "-m", "espefuse", "--chip", "esp32s3", "--virt",
+                           "--path-efuse-file", str(efuse_file), "--do-not-confirm"]
+                          + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _efuse_registers(efuse_file):
+    """Every eFuse read register of espefuse's own ESP32-S3 emulator (a model we did not write:
+    it places each field where espefuse reads it from a real chip)."""
+    from espefuse.efuse.esp32s3.emulate_efuse_controller import EmulateEfuseController
+    chip = EmulateEfuseController(str(efuse_file))
+    base = chip.REGS.DR_REG_EFUSE_BASE
+    regs = {}
+    for addr in range(base, base + chip.REGS.EFUSE_MEM_SIZE, 4):
+        v = chip.read_reg(addr)
+        if v:
+            regs[addr] = v
+    return regs
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # espefuse's own import of click
+def test_secure_boot_digests_and_secure_version_from_efuse(tmp_path):
+    """Key digests burned by espefuse (virtual chip) read back through machine.mem32: only with
+    SECURE_BOOT_EN, in digest order, revoked ones left out; SECURE_VERSION counts burned bits."""
+    from test_secure_boot import Key
+    a, b = Key(tmp_path, "A"), Key(tmp_path, "B")
+    efuse = tmp_path / "efuse.bin"
+    (tmp_path / "hmac.bin").write_bytes(bytes(range(32)))
+    _espefuse(efuse, "burn-key", "BLOCK_KEY0", tmp_path / "hmac.bin", "HMAC_UP")
+    _espefuse(efuse, "burn-key-digest", "BLOCK_KEY2", b.pub, "SECURE_BOOT_DIGEST1",
+              "BLOCK_KEY4", a.pub, "SECURE_BOOT_DIGEST0")
+    snapshots = [_efuse_registers(efuse)]
+    _espefuse(efuse, "burn-efuse", "SECURE_BOOT_EN", "1", "SECURE_VERSION", "0x5")
+    snapshots.append(_efuse_registers(efuse))
+    _espefuse(efuse, "burn-efuse", "SECURE_BOOT_KEY_REVOKE0", "1", "SECURE_VERSION", "0xFFFF")
+    snapshots.append(_efuse_registers(efuse))
+    r = mpy_json(FAKES + """
+import binascii
+out = []
+for regs in json.loads(%r):
+    EFUSE.clear()
+    EFUSE.update({int(k): v for k, v in regs.items()})
+    b = esp32s3.Board({})
+    out.append([esp32s3.secure_boot_enabled(),
+                [binascii.hexlify(d).decode() for d in b.secure_boot_digests()],
+                b.efuse_secure_version()])
+print(json.dumps(out))
+""" % json.dumps(snapshots))
+    assert r == [
+        [False, [], 0],                           # digests burned, Secure Boot still off
+        [True, [a.digest, b.digest], 2],          # DIGEST0 (KEY4) first; 0x5 = two bits
+        [True, [b.digest], 16],                   # DIGEST0 revoked; all 16 bits burned
+    ]

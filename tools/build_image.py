@@ -19,7 +19,11 @@ minimum is 352 bytes.  `seed % 4` also picks how many padding bytes precede the 
 With `payload` (bytes, e.g. the code of a real program) the IROM segment holds exactly that,
 zero-padded to a multiple of 4, instead of filler; `size` cannot be combined with it.
 
-Usage: python tools/build_image.py --version 1.2.3 [--size N] [--chip-id 9] [--project NAME] -o out.bin
+Usage: python tools/build_image.py --version 1.2.3 [--size N] [--secure-version N] [--chip-id 9]
+       [--project NAME] -o out.bin
+
+--secure-version sets esp_app_desc_t.secure_version (anti-rollback: firmware/anti_rollback.py).
+Sign the result with tools/sign_image.py.
 """
 import argparse
 import hashlib
@@ -165,6 +169,13 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
     return bytes(out)
 
 
+def _u32(text):
+    v = int(text, 0)
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError("must be 0..4294967295")
+    return v
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build a valid ESP32-S3 app image.")
     ap.add_argument("--version", required=True, help="esp_app_desc_t version string")
@@ -172,7 +183,8 @@ def main(argv=None):
     ap.add_argument("--size", type=lambda s: int(s, 0), default=None,
                     help="total image size in bytes (rounded up to a multiple of 16)")
     ap.add_argument("--chip-id", type=int, default=CHIP_ESP32S3)
-    ap.add_argument("--secure-version", type=int, default=0)
+    ap.add_argument("--secure-version", type=_u32, default=0,
+                    help="esp_app_desc_t.secure_version (anti-rollback), 0..4294967295")
     ap.add_argument("--idf-version", default="v5.2.2")
     ap.add_argument("--elf-sha256", default=None, help="64 hex digits")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler data")

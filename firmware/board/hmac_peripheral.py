@@ -54,6 +54,13 @@ MASK32 = 0xFFFFFFFF
 _configured_block = None
 
 
+def key_purposes(read_word):
+    """The six efuse KEY_PURPOSE values (KEY0..KEY5); read_word(addr) reads a 32-bit register."""
+    w1 = read_word(EFUSE_RD_REPEAT_DATA1)
+    w2 = read_word(EFUSE_RD_REPEAT_DATA2)
+    return [(w1 >> 24) & 0xF, (w1 >> 28) & 0xF] + [(w2 >> (4 * i)) & 0xF for i in range(4)]
+
+
 class HmacError(OSError):
     pass
 
@@ -92,10 +99,7 @@ class Hmac:
         self.mem[addr] = value & MASK32
 
     def key_purposes(self):
-        """The six efuse KEY_PURPOSE values."""
-        w1 = self._rd(EFUSE_RD_REPEAT_DATA1)
-        w2 = self._rd(EFUSE_RD_REPEAT_DATA2)
-        return [(w1 >> 24) & 0xF, (w1 >> 28) & 0xF] + [(w2 >> (4 * i)) & 0xF for i in range(4)]
+        return key_purposes(self._rd)
 
     def find_key_block(self):
         p = self.key_purposes()

@@ -3,7 +3,9 @@
 # Everything that cannot exist here is modelled from one file, sim.json, in the device root:
 #   {"flash": "flash.bin", "mac": "D4:06:06:B6:A9:FB", "serial": null, "hmac_key": "<hex>",
 #    "chip_revision": 2, "psram_size": 16777216, "wifi": {"ssid": ..., "rssi": ..., ...},
-#    "screenshots": "screens"}
+#    "screenshots": "screens", "secure_boot_digests": ["<64 hex>", ...], "efuse_secure_version": 0}
+# secure_boot_digests stands for the efuse SECURE_BOOT_DIGEST0..2 blocks of a chip with Secure
+# Boot V2 enabled (absent or empty: Secure Boot off).
 # Creating the Board is a power-on: the simulated bootloader picks the app slot from otadata.
 import json
 import sys
@@ -55,6 +57,13 @@ class Board(HeapWatch):
             raise OSError("no HMAC key in efuse")
         import binascii
         return hmac_sha256.hmac_sha256(binascii.unhexlify(key), msg)
+
+    def secure_boot_digests(self):
+        from firmware.secure_boot import parse_digest
+        return [parse_digest(d) for d in self.sim.get("secure_boot_digests") or []]
+
+    def efuse_secure_version(self):
+        return int(self.sim.get("efuse_secure_version") or 0)
 
     def chip_info(self):
         return {"model": 9, "cores": 2, "revision": self.sim.get("chip_revision", 2),
