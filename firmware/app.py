@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config
+from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -72,18 +72,21 @@ class App:
         self.backoff = retry.Backoff.from_config(config)
         self.crash_backoff = retry.Backoff.from_config(config)
         self.until = _run_until(config)
+        self._mqtt_off_logged = False
         self.running_version = sysinfo.application(board)["version"]
 
     # ---- the machine ---------------------------------------------------------------------------
 
     def run(self):
         while True:
+            watchdog.feed()  # the one feed of the loop; long states feed through their sleeps
             st = self.state
             _log.debug("state %s", st)
             if st == STOPPED:
                 return st
             if st == self.until:
                 _log.info("run_until: stopping on entering state %s", st)
+                watchdog.stop()
                 return st
             try:
                 nxt = getattr(self, "_s_" + st)()
@@ -114,7 +117,16 @@ class App:
                   running, b.ota_state())
         wifi = self.config.get("wifi") or {}
         self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
+        if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
+            watchdog.start(b, self.config)
         return WIFI
+
+    def _configured(self):
+        try:
+            ota_check.ota_url(self.config)
+            return True
+        except ota_check.CheckError:
+            return self._mqtt_listener() is not None
 
     def _s_wifi(self):
         cfg = self.config.get("wifi") or {}
@@ -275,6 +287,13 @@ class App:
             from firmware import mqtt_ota
         except ImportError:
             return None
+        try:  # settings it cannot use (no product_id): listen() would idle unfed for an hour
+            mqtt_ota.Settings(self.config, stored, self.board.mac())
+        except ValueError as e:
+            if not self._mqtt_off_logged:
+                self._mqtt_off_logged = True
+                _log.error("MQTT upgrade pushes off: %s", e)
+            return None
         return getattr(mqtt_ota, "listen", None)
 
 
@@ -287,6 +306,7 @@ class _Progress:
         self.to_v = to_v
 
     def __call__(self, done, total=None, rate=None):
+        watchdog.feed()  # bytes arrived: the download is alive
         pct = done * 100 // total if total else 0
         kib_s = rate / 1024 if rate else None
         self.display.show_updating(pct, kib_s, self.from_v, self.to_v)
@@ -311,4 +331,10 @@ def main():
         retry.sleep_s(delay)
         board_mod.reset()
         return STOPPED
-    return app.run()
+    try:
+        return app.run()
+    except KeyboardInterrupt:
+        if not watchdog.bitten():
+            raise
+        board.reboot()  # the simulated watchdog fired: reset like the chip would
+        return STOPPED

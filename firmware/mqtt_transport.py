@@ -7,6 +7,8 @@ import select
 import socket
 import time
 
+from firmware import watchdog
+
 
 class Net:
     """What umqtt.simple calls `socket`: sockets that time out instead of blocking forever while
@@ -16,6 +18,7 @@ class Net:
         self.timeout_s = timeout_ms / 1000
 
     def socket(self, *args):
+        watchdog.feed()  # a (re)connect attempt: the listener's loop is alive while offline
         s = socket.socket(*args)
         s.settimeout(self.timeout_s)
         return s
@@ -49,6 +52,7 @@ class TimeoutSocket:
             raise OSError(errno.ETIMEDOUT)
 
     def wait_readable(self, ms):
+        watchdog.feed()  # the listener's idle wait: one per pass of its loop
         self.poller.modify(self.s, select.POLLIN)
         return bool(self.poller.poll(ms))
 

@@ -9,9 +9,8 @@
 # Config (config.json "retry", every key optional): {"base_s": 10, "factor": 2, "max_s": 1800,
 # "tries": 10, "jitter": 0.25} -- the reference firmware's 10 s doubling, 10 tries.
 import os
-import time
 
-from firmware import log
+from firmware import log, watchdog
 
 _log = log.get("retry")
 
@@ -85,7 +84,8 @@ def jittered(seconds, jitter=0.25, rand=_uniform):
 
 
 def sleep_s(seconds):
-    time.sleep_ms(int(seconds * 1000))
+    """Sleep, keeping the watchdog fed (a backoff is waiting, not hanging)."""
+    watchdog.sleep_ms(int(seconds * 1000))
 
 
 def call(fn, what, backoff, errors, display=None, sleep=sleep_s, on_error=None):

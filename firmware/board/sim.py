@@ -104,6 +104,12 @@ class Board(HeapWatch):
     def screenshot_dir(self):
         return self.sim.get("screenshots")
 
+    def watchdog(self, timeout_ms):
+        """machine.WDT(0, timeout_ms) of the simulated chip; not fed in time, it resets the board
+        through reboot() (firmware/board/sim_watchdog.py)."""
+        from firmware.board import sim_watchdog
+        return sim_watchdog.make(timeout_ms, self.reboot)
+
     def reboot(self):
         _log.info("reboot")
         sys.exit(REBOOT_EXIT_CODE)
