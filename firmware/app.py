@@ -113,8 +113,15 @@ class App:
     def _s_boot(self):
         b = self.board
         running = b.Partition(b.Partition.RUNNING).info()[4]
+        state = b.ota_state()
         _log.info("boot: %s %s, firmware %s in %s (%s)", b.type, b.name, self.running_version,
-                  running, b.ota_state())
+                  running, state)
+        if state in ("undefined", "new"):
+            # Without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE set_boot writes UNDEFINED and the
+            # bootloader never turns NEW into pending-verify (esp_ota_ops.c lines 127-135,
+            # bootloader_utility.c lines 444-450); confirming still marks the image valid.
+            _log.warning("this build has no app rollback (otadata state %s): a new image that "
+                         "fails its health check is not rolled back", state)
         wifi = self.config.get("wifi") or {}
         self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there

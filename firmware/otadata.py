@@ -72,18 +72,19 @@ class OtaData:
                 best = i
         return best
 
-    def set_boot(self, slot, slot_count):
-        """esp_ota_set_boot_partition: a new entry for `slot` with state NEW (rollback enabled)."""
+    def set_boot(self, slot, slot_count, state=NEW):
+        """esp_ota_set_boot_partition: a new entry for `slot` with state NEW, or UNDEFINED in a
+        build without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE (esp_ota_ops.c set_new_state_otadata)."""
         entries = self.entries()
         act = self.active()
         if act < 0:
-            self.write(0, slot + 1, NEW)
+            self.write(0, slot + 1, state)
             return
         seq = entries[act].seq
         i = 0
         while seq > (slot + 1) % slot_count + i * slot_count:
             i += 1
-        self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, NEW)
+        self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, state)
 
     def running_state(self, slot_count, running_slot):
         """State name of the entry in force when it selects `running_slot`, else "none" (the

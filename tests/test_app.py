@@ -192,3 +192,39 @@ def test_a_start_up_error_resets_the_chip_instead_of_stopping_at_the_repl(tmp_pa
     p = boot(root)
     assert p.returncode == 3, p.stdout + p.stderr        # reset, not a traceback at the REPL
     assert "fatal start-up error" in p.stdout
+
+
+def test_a_build_without_rollback_updates_says_so_and_never_reboots_to_roll_back(tmp_path, srv):
+    # set_boot writes UNDEFINED there (esp_ota_ops.c set_new_state_otadata), the bootloader
+    # leaves it alone, and esp_ota_mark_app_valid_cancel_rollback still writes VALID.
+    import mkflash
+    from ota_helpers import FAST
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = mkflash.make_device_root(str(tmp_path), config=dict(FAST, ota_url=srv.ota_url),
+                                    rollback=False)
+    assert boot(root, run_until="listen").returncode == 3              # installed, rebooting
+    assert ota_state(root) == ["ota_1", "1.2.0", "undefined"]          # not "pending-verify"
+    up = boot(root, run_until="listen")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.stdout.count("this build has no app rollback (otadata state undefined)") == 1
+    assert "image confirmed (first successful OTA check): firmware 1.2.0, state valid" in up.stdout
+    # An unconfirmed image of such a build that loses its server waits instead of rebooting:
+    # a reset would only start the same image again.
+    run_mpy("from firmware.board import sim\nb = sim.Board({})\nb.Partition('ota_0').set_boot()",
+            cwd=root)
+    with open(os.path.join(root, "config.json"), "w") as f:
+        json.dump(dict(FAST, ota_url="http://127.0.0.1:%d/xiaozhi/ota/" % free_port(),
+                       offline_s=0.05), f)
+    proc = spawn(root)
+    try:
+        lines = []
+        deadline = time.time() + 20
+        while time.time() < deadline and sum("offline:" in x for x in lines) < 2:
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+    out = "".join(lines)
+    assert "firmware 1.0.0 in ota_0 (undefined)" in out and "no app rollback" in out
+    assert sum("offline:" in x for x in lines) >= 2, out
+    assert "rebooting to roll back" not in out

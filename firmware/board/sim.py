@@ -3,7 +3,8 @@
 # Everything that cannot exist here is modelled from one file, sim.json, in the device root:
 #   {"flash": "flash.bin", "mac": "D4:06:06:B6:A9:FB", "serial": null, "hmac_key": "<hex>",
 #    "chip_revision": 2, "psram_size": 16777216, "wifi": {"ssid": ..., "rssi": ..., ...},
-#    "screenshots": "screens"}
+#    "screenshots": "screens", "rollback": true}
+# ("rollback": false simulates a build without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE.)
 # Creating the Board is a power-on: the simulated bootloader picks the app slot from otadata.
 import json
 import sys
@@ -30,7 +31,7 @@ class Board(HeapWatch):
         self.type = config.get("board_type") or "esp-box-3"
         self.name = config.get("board_name") or self.type
         self.flash = NorFlash(self.sim.get("flash", "flash.bin"))
-        self.chip = sim_partition.Chip(self.flash)
+        self.chip = sim_partition.Chip(self.flash, self.sim.get("rollback", True))
         sim_partition.install(self.chip)
         sim_partition.run_bootloader(self.chip, _log.warning)
         self.Partition = sim_partition.Partition
