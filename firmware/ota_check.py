@@ -13,6 +13,7 @@ _request_logged = False
 
 ANSWER_LIMIT = 16384       # bytes; an OTA answer is a few hundred
 DEFAULT_TIMEOUT_MS = 10000
+DEFAULT_DEADLINE_S = 30    # a whole check request, connect to last byte (slow-loris servers)
 K_MQTT = "mqtt"
 K_WEBSOCKET = "websocket"
 K_TIMEZONE = "timezone"
@@ -22,10 +23,17 @@ _time_logged = False  # info once per boot, then debug: re-checks repeat it ever
 
 
 class CheckError(Exception):
-    def __init__(self, reason, status=None):
+    """permanent: retrying cannot help (a bad URL, an unusable redirect): retry.call gives up."""
+
+    def __init__(self, reason, status=None, permanent=False):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.permanent = permanent
+
+
+def _permanent(e):
+    return bool(getattr(e, "permanent", False))
 
 
 class Result:
@@ -51,17 +59,25 @@ def timeout_ms(config):
     return t if isinstance(t, int) and t > 0 else DEFAULT_TIMEOUT_MS
 
 
+def deadline_ms(config):
+    """http_deadline_s as ms: the time one check (or activation) request may take in all."""
+    v = config.get("http_deadline_s")
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return int((v if ok else DEFAULT_DEADLINE_S) * 1000)
+
+
 def post_json(http, url, headers, body, config, timeout=None):
     """POST body as JSON; (status, parsed answer or _NOT_JSON, raw bytes). CheckError on I/O."""
     try:
         resp = http.request("POST", url, headers=headers, body=body,
-                            timeout_ms=timeout or timeout_ms(config), tls=tls_config.options(config))
+                            timeout_ms=timeout or timeout_ms(config), tls=tls_config.options(config),
+                            deadline_ms=deadline_ms(config))
     except http.HttpError as e:
-        raise CheckError(e.reason, getattr(e, "status", None))
+        raise CheckError(e.reason, getattr(e, "status", None), _permanent(e))
     try:
         raw = resp.read_all(ANSWER_LIMIT)
     except http.HttpError as e:
-        raise CheckError(e.reason, resp.status)
+        raise CheckError(e.reason, resp.status, _permanent(e))
     finally:
         resp.close()
     try:
@@ -280,7 +296,7 @@ def note_installed(board, offer):
 def ota_url(config):
     url = config.get("ota_url")
     if not isinstance(url, str) or not url:
-        raise CheckError("no ota_url in config.json")
+        raise CheckError("no ota_url in config.json", permanent=True)
     return url
 
 

@@ -228,3 +228,23 @@ def test_a_build_without_rollback_updates_says_so_and_never_reboots_to_roll_back
     assert "firmware 1.0.0 in ota_0 (undefined)" in out and "no app rollback" in out
     assert sum("offline:" in x for x in lines) >= 2, out
     assert "rebooting to roll back" not in out
+
+
+@pytest.mark.parametrize("case", ["credentials", "scheme", "loop"])
+def test_permanent_check_errors_are_not_retried(tmp_path, case):
+    from http_fault_server import redirect, start
+    port, stop = start(lambda req: redirect("ftp://127.0.0.1/fw.bin") if req.target.endswith("/ftp/")
+                       else redirect(req.target))       # "loop": redirects to itself for ever
+    url = {"credentials": "http://user:secret@127.0.0.1:%d/xiaozhi/ota/" % port,
+           "scheme": "http://127.0.0.1:%d/ftp/" % port,
+           "loop": "http://127.0.0.1:%d/xiaozhi/ota/" % port}[case]
+    try:
+        root = make_root(tmp_path, url)
+        p = boot(root, run_until="offline")
+    finally:
+        stop()
+    reason = {"credentials": "credentials in URL not supported", "scheme": "unsupported URL scheme",
+              "loop": "too many redirects"}[case]
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "OTA check failed: %s; a permanent error, not retried" % reason in p.stdout
+    assert "(1/3)" not in p.stdout and "retry in" not in p.stdout
