@@ -248,3 +248,39 @@ def test_permanent_check_errors_are_not_retried(tmp_path, case):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "OTA check failed: %s; a permanent error, not retried" % reason in p.stdout
     assert "(1/3)" not in p.stdout and "retry in" not in p.stdout
+
+
+@pytest.mark.parametrize("rev", [{"min_rev_full": 999}, {"max_rev_full": 1}])
+def test_an_image_for_another_chip_revision_is_refused_before_anything_is_erased(tmp_path, srv, rev):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0", **rev))
+    root = make_root(tmp_path, srv.ota_url)
+    old = build_image.build_image("0.9.0")
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:   # something in ota_1 to overwrite
+        f.seek(0x310000)
+        f.write(old)
+    p = boot(root, run_until="listen")
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = "needs chip revision >= v9.99" if "min_rev_full" in rev else "needs chip revision <= v0.1"
+    assert "update to 1.2.0 failed: bad image: %s, this chip is v0.2" % want in p.stdout
+    with open(os.path.join(root, "flash.bin"), "rb") as f:
+        f.seek(0x310000)
+        assert f.read(len(old)) == old                     # not a byte of ota_1 was touched
+
+
+def test_the_simulated_bootloader_refuses_an_image_for_another_chip_revision(tmp_path):
+    root = make_root(tmp_path, None)
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:
+        f.seek(0x310000)
+        f.write(build_image.build_image("1.2.0", min_rev_full=999))
+    out = run_mpy("""
+from firmware.board import sim
+b = sim.Board({})
+try:
+    b.Partition('ota_1').set_boot()
+    print("set_boot accepted")
+except OSError as e:
+    print(e)
+b.chip.otadata.set_boot(1, 2)          # select it behind set_boot's back
+""", cwd=root).stdout
+    assert "set_boot: image in ota_1 does not verify" in out
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]       # the bootloader fell back

@@ -108,8 +108,9 @@ def _fill(rng, n):
 
 def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP32S3,
                 elf_sha256=None, secure_version=0, idf_version="v5.2.2", date="Nov 24 2026",
-                time_="12:00:00", seed=0):
-    """Return a complete app image (bytes).  See the module docstring for the layout."""
+                time_="12:00:00", seed=0, min_rev_full=0, max_rev_full=MAX_REV_FULL):
+    """Return a complete app image (bytes).  See the module docstring for the layout.
+    min_rev_full / max_rev_full: the chip revisions (major * 100 + minor) it may run on."""
     desc = app_desc(version, project_name, time_, date, idf_version, elf_sha256, secure_version)
     if size is None:
         drom, dram, iram, irom = DEFAULT_DROM, DRAM_LEN, IRAM_LEN, DEFAULT_IROM
@@ -133,7 +134,7 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
     out += struct.pack("<BBBBI", IMAGE_MAGIC, N_SEGMENTS, SPI_MODE_DIO, FLASH_16MB_80M,
                        IRAM_BASE + 0x4)
     # wp pin, 3 drive-strength bytes, chip id, legacy min rev, min/max rev full, reserved, hash
-    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, 0, MAX_REV_FULL,
+    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, min_rev_full, max_rev_full,
                        b"\0" * 4, 1)
     checksum = CHECKSUM_MAGIC
     for index, data in enumerate(seg_data):
@@ -164,6 +165,8 @@ def main(argv=None):
     ap.add_argument("--size", type=lambda s: int(s, 0), default=None,
                     help="total image size in bytes (rounded up to a multiple of 16)")
     ap.add_argument("--chip-id", type=int, default=CHIP_ESP32S3)
+    ap.add_argument("--min-rev-full", type=int, default=0, help="lowest chip revision, e.g. 1 = v0.1")
+    ap.add_argument("--max-rev-full", type=int, default=MAX_REV_FULL, help="highest chip revision")
     ap.add_argument("--secure-version", type=int, default=0)
     ap.add_argument("--idf-version", default="v5.2.2")
     ap.add_argument("--elf-sha256", default=None, help="64 hex digits")
@@ -172,7 +175,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     elf = bytes.fromhex(args.elf_sha256) if args.elf_sha256 else None
     image = build_image(args.version, args.project, args.size, args.chip_id, elf,
-                        args.secure_version, args.idf_version, seed=args.seed)
+                        args.secure_version, args.idf_version, seed=args.seed,
+                        min_rev_full=args.min_rev_full, max_rev_full=args.max_rev_full)
     with open(args.output, "wb") as f:
         f.write(image)
     print("%s: %d bytes, version %s" % (args.output, len(image), args.version))

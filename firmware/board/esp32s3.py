@@ -83,6 +83,7 @@ class Board(HeapWatch):
         self.type = config.get("board_type") or "esp-box-3"
         self.name = config.get("board_name") or self.type
         self.Partition = esp32.Partition
+        app_image.set_chip_revision(chip_revision(), wafer_major_check_disabled())
         self.settings = NvsSettings(esp32.NVS(NVS_NAMESPACE))
         self._wlan = network.WLAN(network.STA_IF)
         HeapWatch.__init__(self)

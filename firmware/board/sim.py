@@ -32,6 +32,7 @@ class Board(HeapWatch):
         self.name = config.get("board_name") or self.type
         self.flash = NorFlash(self.sim.get("flash", "flash.bin"))
         self.chip = sim_partition.Chip(self.flash, self.sim.get("rollback", True))
+        app_image.set_chip_revision(self.chip_info()["revision"])  # the bootloader checks it too
         sim_partition.install(self.chip)
         sim_partition.run_bootloader(self.chip, _log.warning)
         self.Partition = sim_partition.Partition
