@@ -19,7 +19,8 @@ import json
 import os
 import sys
 
-from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config, watchdog
+from firmware import activation, install_record, log, ota_check, retry, status, sysinfo
+from firmware import tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -124,6 +125,9 @@ class App:
                          "fails its health check is not rolled back", state)
         wifi = self.config.get("wifi") or {}
         self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
+        why = install_record.review_rollback(b, self.running_version)
+        if why:
+            _log.warning("%s (-3); running %s", why, self.running_version)
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
             watchdog.start(b, self.config)
         return WIFI
@@ -156,6 +160,9 @@ class App:
         return self.check_with_retry(show=False)
 
     def _s_check(self):
+        # Talking to its server is this image's health check: a rollback from here on is its
+        # own fault, not a power cut during its first boot (install_record.again retries that).
+        install_record.note_health_check(self.board, self.running_version)
         try:
             ota_check.ota_url(self.config)
         except ota_check.CheckError as e:
@@ -279,7 +286,7 @@ class App:
             _log.error("update to %s failed: %s", to_v, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
             return False
-        ota_check.note_installed(self.board, offer)
+        install_record.note_installed(self.board, offer)
         _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
         self.display.show_success("Updated to %s, restarting" % to_v)
         self.board.reboot()

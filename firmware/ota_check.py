@@ -6,7 +6,7 @@
 import json
 
 from firmware import http_client as _http_client
-from firmware import log, sysinfo, tls_config, version
+from firmware import install_record, log, sysinfo, tls_config, version
 
 _log = log.get("ota")
 _request_logged = False
@@ -17,7 +17,7 @@ DEFAULT_DEADLINE_S = 30    # a whole check request, connect to last byte (slow-l
 K_MQTT = "mqtt"
 K_WEBSOCKET = "websocket"
 K_TIMEZONE = "timezone"
-K_LAST_INSTALL = "ota_last_install"
+K_LAST_INSTALL = install_record.KEY
 _NOT_JSON = object()
 _time_logged = False  # info once per boot, then debug: re-checks repeat it every few seconds
 
@@ -246,8 +246,9 @@ def apply(board, r):
         _log.info("WebSocket settings stored (%s)", r.websocket.get("url", "-"))
 
 
-def decide(r, settings):
-    """Fill r.offer / r.firmware_note from the answer's firmware section."""
+def decide(r, settings, retries=install_record.DEFAULT_RETRIES):
+    """Fill r.offer / r.firmware_note from the answer's firmware section. retries: how often an
+    offer that rolled back before its health check is installed again."""
     fw = r._firmware
     if fw is None:
         r.firmware_note = "no firmware section"
@@ -270,25 +271,18 @@ def decide(r, settings):
     if not newer and not force:
         r.firmware_note = "up to date (running %s, server has %s)" % (r.running_version, offered)
         return
-    last = settings.get(K_LAST_INSTALL)
-    if isinstance(last, dict) and last.get("version") == offered and last.get("url") == url:
-        # Installed once already: either it runs now (a forced re-install would loop) or it
-        # rolled back (installing it again would loop through the bootloader).
+    # Installed once already: either it runs now (a forced re-install would loop) or it rolled
+    # back (installing it again would loop through the bootloader) -- unless it rolled back
+    # before it reached its health check (a power cut then): that is retried a few times.
+    again = install_record.again(settings, offered, url, r.running_version, retries)
+    if again is False:
         r.firmware_note = "firmware %s from this url was installed before; not again" % offered
         _log.warning("%s", r.firmware_note)
         return
     r.offer = {"url": url, "version": offered, "force": force, "size": fw.get("size"),
                "md5": fw.get("md5"), "sha256": fw.get("sha256")}
-    r.firmware_note = "%s %s offered (running %s)" % (
+    r.firmware_note = again or "%s %s offered (running %s)" % (
         "forced" if force and not newer else "update", offered, r.running_version)
-
-
-def note_installed(board, offer):
-    """Remember an installed offer so the same (version, url) is never installed twice."""
-    try:
-        board.settings.set(K_LAST_INSTALL, {"version": offer["version"], "url": offer["url"]})
-    except OSError as e:
-        _log.error("could not store %s: %s", K_LAST_INSTALL, e)
 
 
 # ---- the check -------------------------------------------------------------------------------
@@ -318,7 +312,7 @@ def check(board, config, http=None):
         raise CheckError("HTTP %d: %s" % (status, error_text(data, raw)), status)
     r = parse_answer(data, running)
     apply(board, r)
-    decide(r, board.settings)
+    decide(r, board.settings, install_record.retries(config))
     r.headers = h
     _log.info("check ok: %s%s", r.firmware_note,
               "; activation code %s" % r.activation["code"] if r.activation else "")

@@ -284,3 +284,55 @@ b.chip.otadata.set_boot(1, 2)          # select it behind set_boot's back
 """, cwd=root).stdout
     assert "set_boot: image in ota_1 does not verify" in out
     assert ota_state(root)[:2] == ["ota_0", "1.0.0"]       # the bootloader fell back
+
+
+def test_a_power_cut_during_the_first_boot_of_a_new_image_is_retried_and_completes(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url)
+    assert boot(root, run_until="listen").returncode == 3          # installed, rebooting
+    # Power on, and off again before the app runs: the bootloader marked it pending-verify.
+    assert ota_state(root) == ["ota_1", "1.2.0", "pending-verify"]
+    again = boot(root, run_until="listen")                          # rolled back to 1.0.0
+    assert again.returncode == 3, again.stdout + again.stderr       # ... and installed again
+    assert "firmware 1.0.0 in ota_0" in again.stdout
+    assert ("W app: firmware 1.2.0 rolled back before its health check (power loss or a crash "
+            "during its first boot) (-3); running 1.0.0") in again.stdout
+    assert "check ok: retrying 1.2.0 (install 2 of 4): it rolled back before its health check" \
+        in again.stdout
+    up = boot(root, run_until="listen")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "image confirmed" in up.stdout and "rolled back" not in up.stdout
+    assert ota_state(root) == ["ota_1", "1.2.0", "valid"]
+    assert settings(root)["ota_last_install"]["health"] is True
+
+
+def test_first_boot_retries_are_capped(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url, rollback_retries=1)
+    assert boot(root, run_until="listen").returncode == 3           # install 1
+    ota_state(root)                                                 # cut during its first boot
+    assert boot(root, run_until="listen").returncode == 3           # install 2 of 2
+    ota_state(root)                                                 # cut again
+    last = boot(root, run_until="listen")
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert "firmware 1.2.0 from this url was installed before; not again" in last.stdout
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]
+
+
+def test_an_image_that_fails_its_own_health_check_is_not_installed_again(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url)
+    assert boot(root, run_until="listen").returncode == 3           # installed, rebooting
+    port = int(srv.ota_url.split(":")[2].split("/")[0])
+    srv.stop()
+    gave_up = boot(root)                                            # its server is gone
+    assert gave_up.returncode == 3 and "rebooting to roll back" in gave_up.stdout
+    back = ota_server.run_in_thread(port=port, auto_activate_s=0)
+    try:
+        back.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+        p = boot(root, run_until="listen")
+    finally:
+        back.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "W app: firmware 1.2.0 rolled back: it failed its health check (-3)" in p.stdout
+    assert "firmware 1.2.0 from this url was installed before; not again" in p.stdout

@@ -128,7 +128,9 @@ class Partition:
     def mark_app_valid_cancel_rollback():
         chip = _need_chip()
         od = chip.otadata
-        act = od.active()
+        # bootloader_common_get_active_otadata: the newest entry that is not INVALID/ABORTED
+        # (bootloader_common_loader.c lines 72-91), so an aborted image is never revived
+        act = od.active(bootable_only=True)
         if act >= 0:
             # esp_ota_ops.c esp_ota_current_ota_is_workable (line 1192): any state but VALID
             # becomes VALID, with or without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
