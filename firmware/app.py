@@ -13,8 +13,10 @@
 # Config knobs (config.json, all optional): retry {...} (see retry.py), activation {...} (see
 # activation.py), recheck_interval_s (3600: idle re-check without MQTT), offline_s (1800: wait
 # after giving up), fatal_reset_s (10: delay before the chip reset that follows a start-up error),
-# http_timeout_ms, confirm_by ("ota_check" | "mqtt"), run_until (a state name:
-# main() returns on entering it; tests and tools) -- also the environment variable FW_RUN_UNTIL.
+# http_timeout_ms, http_deadline_s (30: a whole check request), watchdog_s (120: see watchdog.py),
+# rollback_retries (3: see install_record.py), confirm_by ("ota_check" | "mqtt"), run_until (a
+# state name: main() returns on entering it; tests and tools) -- also the environment variable
+# FW_RUN_UNTIL.
 import json
 import os
 import sys
