@@ -63,6 +63,13 @@ def test_a_confirmed_image_that_gives_up_waits_instead_of_rebooting(tmp_path):
     run_mpy("from firmware.board import sim\nsim.Board({}).Partition.mark_app_valid_cancel_rollback()",
             cwd=root)
     assert ota_state(root) == ["ota_1", "1.1.0", "valid"]
+    out, offline, code = _run_until_offline_twice(root)
+    assert offline >= 2, out                                     # offline, retried, offline again
+    assert "rebooting to roll back" not in out and code != 3
+
+
+def _run_until_offline_twice(root):
+    """Run the device until it has gone offline twice (or 20 s); (output, offline count, rc)."""
     proc = spawn(root)
     try:
         deadline = time.time() + 20
@@ -72,9 +79,7 @@ def test_a_confirmed_image_that_gives_up_waits_instead_of_rebooting(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    out = "".join(lines)
-    assert sum("offline:" in line for line in lines) >= 2, out   # offline, retried, offline again
-    assert "rebooting to roll back" not in out and proc.returncode != 3
+    return "".join(lines), sum("offline:" in line for line in lines), proc.returncode
 
 
 def test_confirm_by_mqtt_leaves_the_image_unconfirmed_after_the_check(tmp_path, srv):
@@ -215,18 +220,9 @@ def test_a_build_without_rollback_updates_says_so_and_never_reboots_to_roll_back
     with open(os.path.join(root, "config.json"), "w") as f:
         json.dump(dict(FAST, ota_url="http://127.0.0.1:%d/xiaozhi/ota/" % free_port(),
                        offline_s=0.05), f)
-    proc = spawn(root)
-    try:
-        lines = []
-        deadline = time.time() + 20
-        while time.time() < deadline and sum("offline:" in x for x in lines) < 2:
-            lines.append(proc.stdout.readline())
-    finally:
-        proc.kill()
-        proc.wait()
-    out = "".join(lines)
+    out, offline, _ = _run_until_offline_twice(root)
     assert "firmware 1.0.0 in ota_0 (undefined)" in out and "no app rollback" in out
-    assert sum("offline:" in x for x in lines) >= 2, out
+    assert offline >= 2, out
     assert "rebooting to roll back" not in out
 
 

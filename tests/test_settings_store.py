@@ -6,18 +6,11 @@ import os
 
 import pytest
 
-import ota_server
 from ota_helpers import boot, make_root, settings
+from test_app import srv  # noqa: F401 -- the local OTA server fixture
 
 UUID = "0f8e1d2c-3b4a-4596-8877-665544332211"
 MQTT = {"endpoint": "broker.local:1883", "client_id": "P&dev", "username": "u", "password": "p"}
-
-
-@pytest.fixture
-def srv():
-    s = ota_server.run_in_thread(auto_activate_s=0)
-    yield s
-    s.stop()
 
 
 def _write(root, raw):
