@@ -52,12 +52,12 @@ class TimeoutSocket:
             raise OSError(errno.ETIMEDOUT)
 
     def wait_readable(self, ms):
-        watchdog.feed()  # the listener's idle wait: one per pass of its loop
         self.poller.modify(self.s, select.POLLIN)
         return bool(self.poller.poll(ms))
 
     def read(self, n):
         if self.nb:
+            watchdog.feed()  # check_msg: the listener's loop, or its download progress callback
             d = self.s.read(n)
             if d:
                 self.rx_at = time.ticks_ms()

@@ -3,13 +3,20 @@ hang no timeout covers, resets the board through its reboot path, and the simula
 then rolls back an unconfirmed image; the config's timeout rules (firmware/watchdog.py)."""
 import os
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import ROOT, mpy_json, run_mpy
+import build_image
+import mkflash
+import ota_server
+import push
+from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json, run_mpy
+from mqtt_helpers import DEV, REBOOT, amqtt, platforms, product  # noqa: F401 -- fixtures
 from ota_helpers import install_pending_image, make_root, ota_state
+
 
 # A socket server that accepts and never sends: with the socket timeout patched out, the
 # device's read of the answer's status line blocks for ever.
@@ -200,3 +207,35 @@ def test_an_unconfigured_device_starts_no_watchdog(tmp_path):
     root = make_root(tmp_path, None)
     proc = run_mpy(script=os.path.join(ROOT, "main.py"), cwd=root, timeout=30)
     assert "no ota_url in config.json" in proc.stdout and "watchdog on" not in proc.stdout
+
+
+def test_an_idle_mqtt_listen_and_a_pushed_update_keep_the_watchdog_fed(amqtt, product, platforms,
+                                                                       tmp_path):
+    # A 3 s watchdog: the listener's loop feeds it while idle (well past 3 s here), and its
+    # download progress while a push installs; the update reboots by itself, never the watchdog.
+    srv = ota_server.run_in_thread()
+    try:
+        mkflash.make_device_root(str(tmp_path), config=dict(HANG_CONFIG, **{
+            "recheck_interval_s": 60,
+            "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
+                     "download_jitter_ms": 0, "http_base": srv.url}}))
+        plat = platforms(amqtt, product)
+        proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=str(tmp_path),
+                                env=mpy_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            assert plat.wait_report(DEV, "1.0.0", timeout=20)
+            time.sleep(8)                                   # idle, listening
+            assert proc.poll() is None
+            plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0", size=1024 * 1024),
+                            push.ImageHost(server=srv), "seed")
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    finally:
+        srv.stop()
+    assert proc.returncode == REBOOT, out
+    assert "watchdog on: reset when not fed for 3 s" in out
+    assert "installed 1.1.0 in ota_1; rebooting" in out and "watchdog: not fed" not in out
