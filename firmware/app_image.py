@@ -24,6 +24,11 @@ MAX_SEGMENTS = 16  # ESP_IMAGE_MAX_SEGMENTS
 _CHIP_NAMES = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 12: "ESP32-C2",
                13: "ESP32-C6", 16: "ESP32-H2", 18: "ESP32-P4"}
 
+# The chip's revision (major * 100 + minor) and whether efuse DISABLE_WAFER_VERSION_MAJOR is
+# burnt, set by the board at power-on (set_chip_revision); None: unknown, not checked.
+_chip_rev = None
+_ignore_max_rev = False
+
 
 class ImageError(Exception):
     pass
@@ -34,6 +39,7 @@ class AppDesc:
 
     def __init__(self, buf):
         self.chip_id = buf[12] | (buf[13] << 8)
+        self.min_chip_rev_full, self.max_chip_rev_full = struct.unpack_from("<HH", buf, 15)
         self.hash_appended = buf[23] == 1
         o = APP_DESC_OFFSET
         self.secure_version = struct.unpack_from("<I", buf, o + 4)[0]
@@ -70,8 +76,32 @@ def _chip_name(chip_id):
     return _CHIP_NAMES.get(chip_id, "unknown chip")
 
 
-def check_header(buf, chip_id=CHIP_ESP32S3):
-    """Validate the first DESC_END (288) bytes of an image; return its AppDesc or raise ImageError."""
+def set_chip_revision(revision, ignore_max=False):
+    """The running chip's revision, for every later check_header (the board calls this)."""
+    global _chip_rev, _ignore_max_rev
+    _chip_rev = revision
+    _ignore_max_rev = bool(ignore_max)
+
+
+def _rev(r):
+    return "v%d.%d" % (r // 100, r % 100)
+
+
+def check_chip_revision(buf, revision, ignore_max=False):
+    """ESP-IDF bootloader_support/src/bootloader_common_loader.c, check_chip_revision_validity
+    (lines 36-65) as check_chip_validity runs it for an app image (lines 118-143): refuse
+    min_chip_rev_full > revision, and revision > max_chip_rev_full unless that field is unset
+    (0 or 0xFFFF: IS_FIELD_SET, line 32) or DISABLE_WAFER_VERSION_MAJOR is burnt."""
+    lo, hi = struct.unpack_from("<HH", buf, 15)
+    if lo > revision:  # ESP_CHIP_REV_ABOVE(rev, min_rev) is min_rev <= rev (soc/chip_revision.h)
+        raise ImageError("needs chip revision >= %s, this chip is %s" % (_rev(lo), _rev(revision)))
+    if hi not in (0, 0xFFFF) and revision > hi and not ignore_max:
+        raise ImageError("needs chip revision <= %s, this chip is %s" % (_rev(hi), _rev(revision)))
+
+
+def check_header(buf, chip_id=CHIP_ESP32S3, chip_rev=None):
+    """Validate the first DESC_END (288) bytes of an image; return its AppDesc or raise ImageError.
+    chip_rev: the chip revision to check against (default: set_chip_revision's)."""
     if len(buf) < DESC_END:
         raise ImageError("header too short (%d < %d bytes)" % (len(buf), DESC_END))
     if buf[0] != IMAGE_MAGIC:
@@ -82,6 +112,9 @@ def check_header(buf, chip_id=CHIP_ESP32S3):
     got = buf[12] | (buf[13] << 8)
     if got != chip_id:
         raise ImageError("chip id %d is not %s (%d)" % (got, _chip_name(chip_id), chip_id))
+    rev = _chip_rev if chip_rev is None else chip_rev
+    if rev is not None:
+        check_chip_revision(buf, rev, _ignore_max_rev)
     if buf[23] > 1:
         raise ImageError("bad hash_appended byte 0x%02x" % buf[23])
     seg_len = struct.unpack_from("<I", buf, HEADER_LEN + 4)[0]

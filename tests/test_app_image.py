@@ -256,3 +256,36 @@ print(json.dumps(out))
         assert row == [n] * 6, row
     assert got[5] == [None] + ["not an app image"] * 5
     assert got[6] == [None] + ["not an app image"] * 5
+
+
+def test_chip_revision_fields_as_esptool_reads_them_and_esp_idf_checks_them(tmp_path):
+    # esptool (the format's own tool) confirms where the builder put min/max_chip_rev_full; the
+    # rules are ESP-IDF's bootloader_common_check_chip_revision_validity: min <= chip, and
+    # chip <= max unless max is unset (0 or 0xFFFF) or DISABLE_WAFER_VERSION_MAJOR is burnt.
+    path = write(tmp_path, "rev.bin", build_image.build_image("1.0.0", min_rev_full=999,
+                                                              max_rev_full=1))
+    rc, out = esptool_info(path)
+    assert rc == 0, out
+    assert "Minimal chip revision: v9.99" in out and "Maximal chip revision: v0.1" in out
+    cases = [(999, 99, 2, False), (0, 1, 2, False), (2, 2, 2, False), (0, 0, 2, False),
+             (0, 0xFFFF, 300, False), (0, 1, 2, True), (3, 99, 2, True), (0, 99, 109, False)]
+    heads = [build_image.build_image("1.0.0", min_rev_full=lo, max_rev_full=hi)[:288].hex()
+             for lo, hi, _, _ in cases]
+    res = mpy_json("""
+import json, binascii
+from firmware import app_image
+out = []
+for head, (lo, hi, rev, ignore_max) in zip(%r, %r):
+    app_image.set_chip_revision(rev, ignore_max)
+    try:
+        app_image.check_header(binascii.unhexlify(head))
+        out.append(None)
+    except app_image.ImageError as e:
+        out.append(str(e))
+print(json.dumps(out))
+""" % (heads, cases))
+    assert res == ["needs chip revision >= v9.99, this chip is v0.2",
+                   "needs chip revision <= v0.1, this chip is v0.2",
+                   None, None, None, None,                 # in range, unset max (0 / 0xFFFF), fuse
+                   "needs chip revision >= v0.3, this chip is v0.2",
+                   "needs chip revision <= v0.99, this chip is v1.9"]

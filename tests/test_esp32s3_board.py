@@ -1,12 +1,15 @@
 """The real-board implementation, run on the unix port with register-level fakes of
 machine/esp32/network/esp installed in sys.modules (the hardware cannot exist here)."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import mpy_json
+from conftest import ROOT, mpy_json
+
+FAKE_DIR = os.path.join(ROOT, "tests", "mpy")
 
 FAKES = """
 import sys, json
@@ -23,6 +26,23 @@ class _Machine:
     @staticmethod
     def reset():
         raise SystemExit('reset')
+    class _Wdt:
+        # ports/esp32/machine_wdt.c: one watchdog (wdt_default); feed() is esp_task_wdt_reset_user
+        timeout = None
+        feeds = 0
+        def feed(self):
+            _Machine._Wdt.feeds += 1
+    _wdt = _Wdt()
+    @staticmethod
+    def WDT(id=0, timeout=5000):
+        # machine_wdt.c lines 42-69: id must be 0, timeout <= 0 refused, later calls reconfigure
+        # the same watchdog (esp_task_wdt_reconfigure) and return it
+        if id != 0:
+            raise ValueError()
+        if timeout <= 0:
+            raise ValueError('WDT timeout too short')
+        _Machine._Wdt.timeout = timeout
+        return _Machine._wdt
 class _Esp:
     @staticmethod
     def flash_size():
@@ -248,3 +268,42 @@ print(json.dumps(out))
         [True, [a.digest, b.digest], 2],          # DIGEST0 (KEY4) first; 0x5 = two bits
         [True, [b.digest], 16],                   # DIGEST0 revoked; all 16 bits burned
     ]
+
+
+def test_watchdog_is_machine_wdt_zero_with_the_timeout():
+    r = mpy_json(FAKES + """
+from firmware import watchdog
+b = esp32s3.Board({})
+w = watchdog.start(b, {"watchdog_s": 90})
+watchdog.feed()
+watchdog.sleep_ms(1)
+again = b.watchdog(30000)
+print(json.dumps([w is _Machine._wdt, again is w, _Machine._Wdt.timeout, _Machine._Wdt.feeds,
+                  watchdog.stop(), watchdog.bitten()]))
+""")
+    # started with 90 s, fed by feed() and by both ends of sleep_ms(), reconfigured to 30 s;
+    # stop() is refused: the ESP32 port's WDT has no deinit
+    assert r == [True, True, 30000, 3, False, False]
+
+
+def test_efuse_fields_read_at_the_addresses_of_esp_idf_efuse_table():
+    # efuse_fake lays the fields out from ESP-IDF's esp_efuse_table.csv and block addresses,
+    # independently of the driver's constants.
+    r = mpy_json(FAKES + """
+sys.path.append(%r)
+from efuse_fake import Efuse
+from firmware.board import hmac_peripheral
+e = Efuse()
+e.set("USER_DATA", b"SN-BOX3-0042" + bytes(20))
+e.set_revision(1, 9)
+for i, p in enumerate([4, 0, 9, 8, 0, 5]):
+    e.set("KEY_PURPOSE_%%d" %% i, p)
+word = e.__getitem__
+out = [esp32s3.serial_from_user_data(esp32s3.read_user_data(word)), esp32s3.chip_revision(word),
+       esp32s3.wafer_major_check_disabled(word), hmac_peripheral.Hmac(e).key_purposes()]
+e.set_revision(0, 2)
+e.set("DISABLE_WAFER_VERSION_MAJOR", 1)
+out += [esp32s3.chip_revision(word), esp32s3.wafer_major_check_disabled(word)]
+print(json.dumps(out))
+""" % FAKE_DIR)
+    assert r == ["SN-BOX3-0042", 109, False, [4, 0, 9, 8, 0, 5], 2, True]

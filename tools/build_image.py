@@ -114,8 +114,9 @@ def _fill(rng, n):
 
 def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP32S3,
                 elf_sha256=None, secure_version=0, idf_version="v5.2.2", date="Nov 24 2026",
-                time_="12:00:00", seed=0, payload=None):
-    """Return a complete app image (bytes).  See the module docstring for the layout."""
+                time_="12:00:00", seed=0, payload=None, min_rev_full=0, max_rev_full=MAX_REV_FULL):
+    """Return a complete app image (bytes).  See the module docstring for the layout.
+    min_rev_full / max_rev_full: the chip revisions (major * 100 + minor) it may run on."""
     desc = app_desc(version, project_name, time_, date, idf_version, elf_sha256, secure_version)
     code = None
     if payload is not None:
@@ -145,7 +146,7 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
     out += struct.pack("<BBBBI", IMAGE_MAGIC, N_SEGMENTS, SPI_MODE_DIO, FLASH_16MB_80M,
                        IRAM_BASE + 0x4)
     # wp pin, 3 drive-strength bytes, chip id, legacy min rev, min/max rev full, reserved, hash
-    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, 0, MAX_REV_FULL,
+    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, min_rev_full, max_rev_full,
                        b"\0" * 4, 1)
     checksum = CHECKSUM_MAGIC
     for index, data in enumerate(seg_data):
@@ -185,6 +186,8 @@ def main(argv=None):
     ap.add_argument("--chip-id", type=int, default=CHIP_ESP32S3)
     ap.add_argument("--secure-version", type=_u32, default=0,
                     help="esp_app_desc_t.secure_version (anti-rollback), 0..4294967295")
+    ap.add_argument("--min-rev-full", type=int, default=0, help="lowest chip revision, e.g. 1 = v0.1")
+    ap.add_argument("--max-rev-full", type=int, default=MAX_REV_FULL, help="highest chip revision")
     ap.add_argument("--idf-version", default="v5.2.2")
     ap.add_argument("--elf-sha256", default=None, help="64 hex digits")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler data")
@@ -197,7 +200,8 @@ def main(argv=None):
         with open(args.payload, "rb") as f:
             payload = f.read()
     image = build_image(args.version, args.project, args.size, args.chip_id, elf,
-                        args.secure_version, args.idf_version, seed=args.seed, payload=payload)
+                        args.secure_version, args.idf_version, seed=args.seed, payload=payload,
+                        min_rev_full=args.min_rev_full, max_rev_full=args.max_rev_full)
     with open(args.output, "wb") as f:
         f.write(image)
     print("%s: %d bytes, version %s" % (args.output, len(image), args.version))

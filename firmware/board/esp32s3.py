@@ -1,9 +1,15 @@
 # The real ESP32-S3 board (ESP-BOX-3). The only place that touches esp32/machine/network/esp.
 #
-# eFuse facts (ESP32-S3 TRM, eFuse controller; same offsets esptool reads):
-#   EFUSE_RD_MAC_SPI_SYS_3 (BLOCK1 word 3): WAFER_VERSION_MINOR low bits [20:18]
-#   EFUSE_RD_MAC_SPI_SYS_5 (BLOCK1 word 5): WAFER_VERSION_MINOR high bit [23], MAJOR [25:24]
-#   EFUSE_RD_USR_DATA0..7 (BLOCK3, 0x6000707C): 32-byte user data = the serial number
+# eFuse facts, checked against ESP-IDF components/soc/esp32s3/register/soc/efuse_reg.h and
+# components/efuse/esp32s3/esp_efuse_table.csv (tests/mpy/efuse_fake.py is built from the table):
+#   EFUSE_RD_MAC_SPI_SYS_3 (BLOCK1 word 3, base + 0x50, efuse_reg.h line 775): WAFER_VERSION_MINOR
+#     low bits [20:18] (lines 797-803; table line 200: BLK1 bit 114)
+#   EFUSE_RD_MAC_SPI_SYS_5 (BLOCK1 word 5, base + 0x58, line 897): WAFER_VERSION_MINOR high bit
+#     [23], MAJOR [25:24] (lines 940-953; table lines 215-216: BLK1 bits 183, 184-185)
+#   EFUSE_RD_REPEAT_DATA4 (BLOCK0 word 5, base + 0x40, line 651): DISABLE_WAFER_VERSION_MAJOR [0]
+#     (line 652; table line 181: BLK0 bit 160)
+#   EFUSE_RD_USR_DATA0..7 (BLOCK3, base + 0x7c, line 1194): 32-byte user data = the serial number
+#     (table line 237: USER_DATA, BLK3 bits 0-255)
 # Secure Boot V2 and anti-rollback (ESP-IDF components/soc/esp32s3/register/soc/efuse_reg.h; the
 # same positions as esp_efuse_table.csv's BLK0 bits 85-87, 88-111, 116, 142-157):
 #   EFUSE_RD_REPEAT_DATA1 (0x34): SECURE_BOOT_KEY_REVOKE0..2 [21], [22], [23]
@@ -37,6 +43,7 @@ SECURE_VERSION_BITS = 16
 # esp_efuse_purpose_t (components/efuse/esp32s3/include/esp_efuse_chip.h): SECURE_BOOT_DIGEST0..2
 PURPOSE_SECURE_BOOT_DIGEST0 = 9
 SECURE_BOOT_DIGESTS = 3
+EFUSE_RD_REPEAT_DATA4 = EFUSE_BASE + 0x40
 NVS_NAMESPACE = "ota"
 
 
@@ -118,6 +125,11 @@ def chip_revision(mem_word=_word):
     return major * 100 + minor
 
 
+def wafer_major_check_disabled(mem_word=_word):
+    """efuse DISABLE_WAFER_VERSION_MAJOR: the bootloader then skips the max revision check."""
+    return bool(mem_word(EFUSE_RD_REPEAT_DATA4) & 1)
+
+
 def psram_size():
     """Bytes of PSRAM the heap got (MicroPython has no direct call; the SPIRAM region is the
     one heap region larger than the S3's 512 KiB of internal SRAM)."""
@@ -133,6 +145,7 @@ class Board(HeapWatch):
         self.type = config.get("board_type") or "esp-box-3"
         self.name = config.get("board_name") or self.type
         self.Partition = esp32.Partition
+        app_image.set_chip_revision(chip_revision(), wafer_major_check_disabled())
         self.settings = NvsSettings(esp32.NVS(NVS_NAMESPACE))
         self._wlan = network.WLAN(network.STA_IF)
         HeapWatch.__init__(self)
@@ -220,6 +233,11 @@ class Board(HeapWatch):
 
     def screenshot_dir(self):
         return None
+
+    def watchdog(self, timeout_ms):
+        """The task watchdog (ports/esp32/machine_wdt.c): WDT(0, timeout_ms) reconfigures the one
+        watchdog on a second call, cannot be stopped, and panics -> resets the chip when not fed."""
+        return machine.WDT(0, timeout_ms)
 
     def reboot(self):
         machine.reset()
