@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config
+from firmware import activation, log, mqtt_config, ota_check, retry, status, sysinfo, tls_config
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -73,6 +73,7 @@ class App:
         self.crash_backoff = retry.Backoff.from_config(config)
         self.until = _run_until(config)
         self.running_version = sysinfo.application(board)["version"]
+        self.mqtt_off = None          # why upgrade pushes are off (logged once per change)
 
     # ---- the machine ---------------------------------------------------------------------------
 
@@ -191,11 +192,9 @@ class App:
         self.display.show_idle(self.running_version)
         listen = self._mqtt_listener()
         if listen is not None:
-            outcome = listen(self)
-            if outcome == "reboot":
+            if listen(self) == "reboot":  # else it listened (or idled) for the whole interval
                 self.board.reboot()
-            if outcome != "not configured":
-                return CHECK
+            return CHECK
         delay = retry.jittered(config_mod.number(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
         _log.info("idle; next OTA check in %d s", int(delay))
         self.sleep(delay)
@@ -267,9 +266,14 @@ class App:
         return True
 
     def _mqtt_listener(self):
-        mcfg = self.config.get("mqtt") or {}
-        stored = self.board.settings.get(ota_check.K_MQTT)
-        if not mcfg.get("host") and not (isinstance(stored, dict) and stored.get("endpoint")):
+        """mqtt_ota.listen when upgrade pushes can run (mqtt_config's broker rule), else None."""
+        why = mqtt_config.off_reason(self.config.get("mqtt") or {},
+                                     self.board.settings.get(ota_check.K_MQTT), self.board.mac())
+        if why != self.mqtt_off:  # re-checks ask every interval: say it once per change
+            self.mqtt_off = why
+            if why:
+                _log.info("MQTT upgrade pushes off: %s", why)
+        if why:
             return None
         try:
             from firmware import mqtt_ota
