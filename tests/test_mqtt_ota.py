@@ -195,6 +195,8 @@ def test_push_tool_command_line(amqtt, ota, product, tmp_path):
            "--wait-report", "--timeout", "40"]
     tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        head = [tool.stdout.readline() for _ in range(2)]  # subscribed before the device reports
+        assert "waiting for %s to report" % DEV in head[-1], head
         rc, log = dev.run(20000)
         assert rc == REBOOT, log
         assert "reply to report: code 400 (ignored)" in log   # $ota/up/report's error reply
@@ -204,6 +206,7 @@ def test_push_tool_command_line(amqtt, ota, product, tmp_path):
     finally:
         if tool.poll() is None:
             tool.kill()
+    out = "".join(head) + out
     assert tool.returncode == 0, out + log
     assert "[" + "#" * 30 + "]  100%" in out and "confirmed the update" in out
     assert "reports version 1.0.0" in out and "reports version 1.2.0" in out
