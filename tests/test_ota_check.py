@@ -61,26 +61,17 @@ def test_timezone_key_spelled_timezone_is_accepted(tmp_path):
     assert settings(root)["timezone"] == {"name": "Europe/Berlin", "offset_min": 60}
 
 
-def test_an_answer_without_mqtt_clears_stored_mqtt(tmp_path, srv):
+@pytest.mark.parametrize("key,clear,said", [("mqtt", "set_mqtt", "MQTT settings cleared"),
+                                             ("websocket", "set_websocket", "WebSocket settings cleared")])
+def test_an_answer_without_a_section_clears_the_stored_one(tmp_path, srv, key, clear, said):
     root = make_root(tmp_path, srv.ota_url)
     check(root)
-    assert "mqtt" in settings(root)
-    srv.set_mqtt(None)
+    assert key in settings(root)
+    getattr(srv, clear)(None)
     out, log = check(root)
-    assert out["ok"] and out["written"] == ["mqtt"]
-    assert "mqtt" not in settings(root)
-    assert "MQTT settings cleared" in log
-
-
-def test_an_answer_without_websocket_clears_stored_websocket(tmp_path, srv):
-    root = make_root(tmp_path, srv.ota_url)
-    check(root)
-    assert "websocket" in settings(root)
-    srv.set_websocket(None)
-    out, log = check(root)
-    assert out["ok"] and out["written"] == ["websocket"] and out["websocket"] is None
-    assert "websocket" not in settings(root)
-    assert "WebSocket settings cleared" in log
+    assert out["ok"] and out["written"] == [key] and out[key] is None
+    assert key not in settings(root)
+    assert said in log
 
 
 # Idle re-checks in one boot against a server whose websocket token embeds its clock (as
