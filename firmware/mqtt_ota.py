@@ -35,7 +35,7 @@ import os
 import time
 
 from firmware import compat  # noqa: F401 -- registers `ussl` for umqtt.simple's TLS
-from firmware import identity, ithings, log
+from firmware import identity, ithings, log, mqtt_config
 from firmware.mqtt_transport import Net, TimeoutSocket
 from umqtt import simple as _umqtt
 
@@ -91,40 +91,20 @@ def _read_file(path):
         return None
 
 
-def _split_endpoint(endpoint, default_port):
-    host, port = endpoint, default_port
-    i = endpoint.rfind(":")
-    if i > 0 and endpoint[i + 1:].isdigit():
-        host, port = endpoint[:i], int(endpoint[i + 1:])
-    return host, port
-
-
 class Settings:
-    """Connection settings: config.json `mqtt`, overridden by the OTA check's `mqtt` section."""
+    """Connection settings: config.json `mqtt`, or the OTA check's `mqtt` section when
+    mqtt_config's rule says that section is the push broker."""
 
     def __init__(self, config, mqtt_settings, mac):
         cfg = config.get("mqtt") or {}
-        over = mqtt_settings if isinstance(mqtt_settings, dict) else {}
-        self.tls = bool(cfg.get("tls"))
-        self.host = cfg.get("host")
-        self.port = cfg.get("port") or (8883 if self.tls else 1883)
-        if over.get("endpoint"):
-            self.host, self.port = _split_endpoint(over["endpoint"], self.port)
-        if self.port == 8883:
-            self.tls = True
-        product_id = cfg.get("product_id")
-        device_name = cfg.get("device_name")
-        client_id = over.get("client_id")
-        if client_id and "&" in client_id and not product_id:
-            product_id, device_name = client_id.split("&", 1)
-        self.topics = ithings.Topics(product_id, device_name or ithings.default_device_name(mac))
-        self.client_id = client_id or self.topics.client_id
-        self.username = over["username"] if "username" in over else cfg.get("username")
-        self.password = over["password"] if "password" in over else cfg.get("password")
-        if self.username == "":
-            self.username = None
-        ka = over.get("keepalive") or cfg.get("keepalive") or 60
-        self.keepalive = ka if isinstance(ka, int) and 0 < ka < 65536 else 60
+        p = mqtt_config.pick(cfg, mqtt_settings)  # the broker rule: config.json wins
+        self.source = p["source"]
+        self.tls, self.host, self.port = p["tls"], p["host"], p["port"]
+        self.topics = ithings.Topics(p["product_id"],
+                                     p["device_name"] or ithings.default_device_name(mac))
+        self.client_id = p["client_id"] or self.topics.client_id
+        self.username, self.password = p["username"], p["password"]
+        self.keepalive = p["keepalive"]
         self.http_base = cfg.get("http_base")
         self.report_ota_topic = bool(cfg.get("report_ota_topic"))
         self.allowed_schemes = cfg.get("allowed_schemes") or ["https", "http"]
