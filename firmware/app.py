@@ -293,25 +293,22 @@ class App:
         return True
 
     def _mqtt_listener(self):
-        """mqtt_ota.listen when upgrade pushes can run (mqtt_config's broker rule), else None."""
-        stored = self.board.settings.get(ota_check.K_MQTT)
-        why = mqtt_config.off_reason(self.config.get("mqtt") or {}, stored, self.board.mac())
-        listen = None
-        if not why:
-            try:
-                from firmware import mqtt_ota
-                # settings it cannot use (no product_id): listen() would idle unfed for an hour
-                mqtt_ota.Settings(self.config, stored, self.board.mac())
-                listen = getattr(mqtt_ota, "listen", None)
-            except ImportError:
-                return None
-            except ValueError as e:
-                why = str(e)
+        """mqtt_ota.listen when upgrade pushes can run (mqtt_config's broker rule), else None.
+        off_reason covers every setting mqtt_ota.Settings refuses, so listen() never idles
+        unfed on settings it cannot use."""
+        why = mqtt_config.off_reason(self.config.get("mqtt") or {},
+                                     self.board.settings.get(ota_check.K_MQTT), self.board.mac())
         if why != self.mqtt_off:  # re-checks ask every interval: say it once per change
             self.mqtt_off = why
             if why:
                 _log.info("MQTT upgrade pushes off: %s", why)
-        return listen
+        if why:
+            return None
+        try:
+            from firmware import mqtt_ota
+        except ImportError:
+            return None
+        return getattr(mqtt_ota, "listen", None)
 
 
 class _Progress:
