@@ -275,6 +275,15 @@ def test_gzip_file_md5_is_of_the_compressed_file(root, server):
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+def test_gzip_with_64k_chunks_block_erases(root, server):
+    data = image()
+    r = install(root, offer_for(server, gzip.compress(data), path="/fw.bin.gz"), chunk=65536)
+    assert r["ok"], r
+    blocks, sectors = minimal_erases(SIZE)
+    assert (r["counters"]["erase_64k"], r["counters"]["erase_4k"]) == (blocks, sectors + 1)
+    assert flash_at(root, OTA1, SIZE) == data
+
+
 def test_gzip_file_with_image_md5_is_rejected(root, server):
     data = image()
     o = offer_for(server, gzip.compress(data), path="/fw.bin.gz")

@@ -11,8 +11,9 @@
 # whole buffers. The ring always holds enough input for one output buffer (a deflate stream
 # never needs more than ~2 input bytes per output byte plus a block header), because DeflateIO
 # cannot resume after running dry. Without RingIO (old firmware) it falls back to the slow
-# Python-level stream. RAM when inflating: DeflateIO's 32 KiB window, the ring (2 chunks + 2 KiB
-# + one wire buffer) and the wire buffer.
+# Python-level stream. One inflate call yields at most PIECE bytes (a RingIO holds < 64 KiB), so
+# RAM when inflating is DeflateIO's 32 KiB window, the ring (2 pieces + 2 KiB + one wire buffer)
+# and the wire buffer of one piece -- with 4 KiB chunks a piece is a chunk.
 import deflate
 import io
 
@@ -22,6 +23,9 @@ try:
     from micropython import RingIO
 except ImportError:
     RingIO = None
+
+
+PIECE = 8192
 
 
 class _Pull(io.IOBase):
@@ -41,7 +45,7 @@ class GzipSource:
         self.resumable = not always
         self.wire_size = wire_size    # the .gz file's length, as the offer says
         self.wire_limit = wire_limit  # trailing bytes are read (and hashed) up to this much
-        self._out_len = chunk
+        self._out_len = chunk if chunk < PIECE else PIECE
         self._buf = None
         self._z = None
         if not always:
@@ -100,6 +104,8 @@ class GzipSource:
     def _inflate(self, out):
         if self._ring is not None:
             self._top_up()
+        if len(out) > self._out_len:
+            out = memoryview(out)[:self._out_len]
         try:
             n = self._z.readinto(out)
         except EOFError:
