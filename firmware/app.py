@@ -13,13 +13,16 @@
 # Config knobs (config.json, all optional): retry {...} (see retry.py), activation {...} (see
 # activation.py), recheck_interval_s (3600: idle re-check without MQTT), offline_s (1800: wait
 # after giving up), fatal_reset_s (10: delay before the chip reset that follows a start-up error),
-# http_timeout_ms, confirm_by ("ota_check" | "mqtt"), run_until (a state name:
-# main() returns on entering it; tests and tools) -- also the environment variable FW_RUN_UNTIL.
+# http_timeout_ms, http_deadline_s (30: a whole check request), watchdog_s (120: see watchdog.py),
+# rollback_retries (3: see install_record.py), confirm_by ("ota_check" | "mqtt"), run_until (a
+# state name: main() returns on entering it; tests and tools) -- also the environment variable
+# FW_RUN_UNTIL.
 import json
 import os
 import sys
 
-from firmware import activation, log, ota_check, retry, status, sysinfo, tls_config
+from firmware import activation, install_record, log, ota_check, retry, status, sysinfo
+from firmware import tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -72,18 +75,21 @@ class App:
         self.backoff = retry.Backoff.from_config(config)
         self.crash_backoff = retry.Backoff.from_config(config)
         self.until = _run_until(config)
+        self._mqtt_off_logged = False
         self.running_version = sysinfo.application(board)["version"]
 
     # ---- the machine ---------------------------------------------------------------------------
 
     def run(self):
         while True:
+            watchdog.feed()  # the one feed of the loop; long states feed through their sleeps
             st = self.state
             _log.debug("state %s", st)
             if st == STOPPED:
                 return st
             if st == self.until:
                 _log.info("run_until: stopping on entering state %s", st)
+                watchdog.stop()
                 return st
             try:
                 nxt = getattr(self, "_s_" + st)()
@@ -110,11 +116,30 @@ class App:
     def _s_boot(self):
         b = self.board
         running = b.Partition(b.Partition.RUNNING).info()[4]
+        state = b.ota_state()
         _log.info("boot: %s %s, firmware %s in %s (%s)", b.type, b.name, self.running_version,
-                  running, b.ota_state())
+                  running, state)
+        if state in ("undefined", "new"):
+            # Without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE set_boot writes UNDEFINED and the
+            # bootloader never turns NEW into pending-verify (esp_ota_ops.c lines 127-135,
+            # bootloader_utility.c lines 444-450); confirming still marks the image valid.
+            _log.warning("this build has no app rollback (otadata state %s): a new image that "
+                         "fails its health check is not rolled back", state)
         wifi = self.config.get("wifi") or {}
         self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
+        why = install_record.review_rollback(b, self.running_version)
+        if why:
+            _log.warning("%s (-3); running %s", why, self.running_version)
+        if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
+            watchdog.start(b, self.config)
         return WIFI
+
+    def _configured(self):
+        try:
+            ota_check.ota_url(self.config)
+            return True
+        except ota_check.CheckError:
+            return self._mqtt_listener() is not None
 
     def _s_wifi(self):
         cfg = self.config.get("wifi") or {}
@@ -137,6 +162,9 @@ class App:
         return self.check_with_retry(show=False)
 
     def _s_check(self):
+        # Talking to its server is this image's health check: a rollback from here on is its
+        # own fault, not a power cut during its first boot (install_record.again retries that).
+        install_record.note_health_check(self.board, self.running_version)
         try:
             ota_check.ota_url(self.config)
         except ota_check.CheckError as e:
@@ -260,7 +288,7 @@ class App:
             _log.error("update to %s failed: %s", to_v, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
             return False
-        ota_check.note_installed(self.board, offer)
+        install_record.note_installed(self.board, offer)
         _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
         self.display.show_success("Updated to %s, restarting" % to_v)
         self.board.reboot()
@@ -275,6 +303,13 @@ class App:
             from firmware import mqtt_ota
         except ImportError:
             return None
+        try:  # settings it cannot use (no product_id): listen() would idle unfed for an hour
+            mqtt_ota.Settings(self.config, stored, self.board.mac())
+        except ValueError as e:
+            if not self._mqtt_off_logged:
+                self._mqtt_off_logged = True
+                _log.error("MQTT upgrade pushes off: %s", e)
+            return None
         return getattr(mqtt_ota, "listen", None)
 
 
@@ -287,6 +322,7 @@ class _Progress:
         self.to_v = to_v
 
     def __call__(self, done, total=None, rate=None):
+        watchdog.feed()  # bytes arrived: the download is alive
         pct = done * 100 // total if total else 0
         kib_s = rate / 1024 if rate else None
         self.display.show_updating(pct, kib_s, self.from_v, self.to_v)
@@ -311,4 +347,10 @@ def main():
         retry.sleep_s(delay)
         board_mod.reset()
         return STOPPED
-    return app.run()
+    try:
+        return app.run()
+    except KeyboardInterrupt:
+        if not watchdog.bitten():
+            raise
+        board.reboot()  # the simulated watchdog fired: reset like the chip would
+        return STOPPED

@@ -24,6 +24,11 @@ MAX_SEGMENTS = 16  # ESP_IMAGE_MAX_SEGMENTS
 _CHIP_NAMES = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 12: "ESP32-C2",
                13: "ESP32-C6", 16: "ESP32-H2", 18: "ESP32-P4"}
 
+# The chip's revision (major * 100 + minor) and whether efuse DISABLE_WAFER_VERSION_MAJOR is
+# burnt, set by the board at power-on (set_chip_revision); None: unknown, not checked.
+_chip_rev = None
+_ignore_max_rev = False
+
 
 class ImageError(Exception):
     pass
@@ -34,6 +39,7 @@ class AppDesc:
 
     def __init__(self, buf):
         self.chip_id = buf[12] | (buf[13] << 8)
+        self.min_chip_rev_full, self.max_chip_rev_full = struct.unpack_from("<HH", buf, 15)
         self.hash_appended = buf[23] == 1
         o = APP_DESC_OFFSET
         self.secure_version = struct.unpack_from("<I", buf, o + 4)[0]
@@ -70,8 +76,32 @@ def _chip_name(chip_id):
     return _CHIP_NAMES.get(chip_id, "unknown chip")
 
 
-def check_header(buf, chip_id=CHIP_ESP32S3):
-    """Validate the first DESC_END (288) bytes of an image; return its AppDesc or raise ImageError."""
+def set_chip_revision(revision, ignore_max=False):
+    """The running chip's revision, for every later check_header (the board calls this)."""
+    global _chip_rev, _ignore_max_rev
+    _chip_rev = revision
+    _ignore_max_rev = bool(ignore_max)
+
+
+def _rev(r):
+    return "v%d.%d" % (r // 100, r % 100)
+
+
+def check_chip_revision(buf, revision, ignore_max=False):
+    """ESP-IDF bootloader_support/src/bootloader_common_loader.c, check_chip_revision_validity
+    (lines 36-65) as check_chip_validity runs it for an app image (lines 118-143): refuse
+    min_chip_rev_full > revision, and revision > max_chip_rev_full unless that field is unset
+    (0 or 0xFFFF: IS_FIELD_SET, line 32) or DISABLE_WAFER_VERSION_MAJOR is burnt."""
+    lo, hi = struct.unpack_from("<HH", buf, 15)
+    if lo > revision:  # ESP_CHIP_REV_ABOVE(rev, min_rev) is min_rev <= rev (soc/chip_revision.h)
+        raise ImageError("needs chip revision >= %s, this chip is %s" % (_rev(lo), _rev(revision)))
+    if hi not in (0, 0xFFFF) and revision > hi and not ignore_max:
+        raise ImageError("needs chip revision <= %s, this chip is %s" % (_rev(hi), _rev(revision)))
+
+
+def check_header(buf, chip_id=CHIP_ESP32S3, chip_rev=None):
+    """Validate the first DESC_END (288) bytes of an image; return its AppDesc or raise ImageError.
+    chip_rev: the chip revision to check against (default: set_chip_revision's)."""
     if len(buf) < DESC_END:
         raise ImageError("header too short (%d < %d bytes)" % (len(buf), DESC_END))
     if buf[0] != IMAGE_MAGIC:
@@ -82,6 +112,9 @@ def check_header(buf, chip_id=CHIP_ESP32S3):
     got = buf[12] | (buf[13] << 8)
     if got != chip_id:
         raise ImageError("chip id %d is not %s (%d)" % (got, _chip_name(chip_id), chip_id))
+    rev = _chip_rev if chip_rev is None else chip_rev
+    if rev is not None:
+        check_chip_revision(buf, rev, _ignore_max_rev)
     if buf[23] > 1:
         raise ImageError("bad hash_appended byte 0x%02x" % buf[23])
     seg_len = struct.unpack_from("<I", buf, HEADER_LEN + 4)[0]
@@ -146,15 +179,71 @@ def _walk(read, size):
     return segs, hdr[23] == 1
 
 
+def _body_end(data_end):
+    return (data_end + 16) & ~15  # the checksum byte ends the 16-byte block after the data
+
+
 def _layout(partition):
     read = _reader(partition)
     size = _part_size(partition)
     segs, hashed = _walk(read, size)
-    body = (segs[-1][1] + 16) & ~15  # checksum byte ends the 16-byte block after the data
+    body = _body_end(segs[-1][1])
     end = body + (DIGEST_LEN if hashed else 0)
     if end > size:
         raise ImageError("image (%d bytes) runs past the partition (%d bytes)" % (end, size))
     return read, segs, body, hashed
+
+
+class StreamLength:
+    """An image's total length learnt from its bytes as they stream past (the walk _walk does on
+    flash): feed(off, data) with consecutive pieces; .length is known once the last segment
+    header has gone by, which is always before the image ends. .error says why it never will
+    be (not an app image). Reads only the headers, into one 24-byte scratch buffer."""
+
+    def __init__(self):
+        self.length = None
+        self.error = None
+        self._hdr = bytearray(HEADER_LEN)
+        self._at = 0          # stream offset of the header being gathered
+        self._need = HEADER_LEN
+        self._got = 0
+        self._left = None     # segments still to walk
+        self._hashed = False
+
+    def feed(self, off, data):
+        end = off + len(data)
+        while self.length is None and self.error is None:
+            pos = self._at + self._got
+            if pos >= end:
+                return
+            take = min(self._need - self._got, end - pos)
+            i = pos - off
+            self._hdr[self._got:self._got + take] = data[i:i + take]
+            self._got += take
+            if self._got == self._need:
+                self._header_done()
+
+    def _header_done(self):
+        h = self._hdr
+        if self._left is None:  # the image header
+            if h[0] != IMAGE_MAGIC or not 1 <= h[1] <= MAX_SEGMENTS:
+                self.error = "not an app image"
+                return
+            self._left = h[1]
+            self._hashed = h[23] == 1
+            self._at = HEADER_LEN
+        else:                   # a segment header: skip its data
+            n = struct.unpack_from("<I", h, 4)[0]
+            if n & 3:
+                self.error = "segment length %d is not a multiple of 4" % n
+                return
+            self._at += SEG_HEADER_LEN + n
+            self._left -= 1
+            if not self._left:
+                self.length = _body_end(self._at) + (DIGEST_LEN if self._hashed else 0)
+                return
+        self._need = SEG_HEADER_LEN
+        self._got = 0
 
 
 def image_length(partition):
@@ -178,13 +267,13 @@ except Exception:
     _xor = _xor_big
 
 
-def _scan(partition, checksum=True):
+def _scan(partition, checksum=True, sha=True):
     """One pass over the image as esp_image_verify makes it: (stored checksum byte, calculated
-    checksum, appended SHA-256 matches -- None when none is appended)."""
+    checksum, SHA-256 of everything before the digest, the appended digest or None)."""
     read, segs, body, hashed = _layout(partition)
     buf = bytearray(4096)
     mv = memoryview(buf)
-    h = hashlib.sha256() if hashed else None
+    h = hashlib.sha256() if sha else None
     acc = 0
     si = 0
     pos = 0
@@ -211,24 +300,38 @@ def _scan(partition, checksum=True):
         acc >>= 8
     read(body - 1, mv[:1])
     stored = buf[0]
-    ok = None
-    if h is not None:
+    appended = None
+    if hashed:
         read(body, mv[:DIGEST_LEN])
-        ok = h.digest() == bytes(mv[:DIGEST_LEN])
-    return stored, calc, ok
+        appended = bytes(mv[:DIGEST_LEN])
+    return stored, calc, (h.digest() if h is not None else None), appended
 
 
 def verify_digest(partition):
     """True iff the image's appended SHA-256 matches; False if it differs or none is appended.
 
     Raises ImageError when the image is structurally invalid."""
-    return _scan(partition, checksum=False)[2] is True
+    _, _, digest, appended = _scan(partition, checksum=False)
+    return appended is not None and digest == appended
+
+
+def app_sha256(partition):
+    """The image digest ESP-IDF's esp_partition_get_sha256 gives for an app partition, which
+    esp_delta_ota compares with a patch's base (bootloader_common_get_sha256_of_partition): the
+    appended SHA-256, checked against the bytes before it; without one, the SHA-256 of the whole
+    image. Both hash the same bytes (everything up to the checksum block's end).
+
+    Raises ImageError when the image is invalid or its appended digest does not match."""
+    _, _, digest, appended = _scan(partition, checksum=False)
+    if appended is not None and digest != appended:
+        raise ImageError("SHA-256 digest does not match")
+    return digest
 
 
 def checksum(partition):
     """(stored, calculated) checksum bytes: 0xEF XOR every byte of segment data (XORed as 32-bit
     words: the XOR of all bytes is the XOR of the words' four bytes)."""
-    stored, calc, _ = _scan(partition)
+    stored, calc, _, _ = _scan(partition, sha=False)
     return stored, calc
 
 
@@ -240,9 +343,9 @@ def verify_image(partition, chip_id=CHIP_ESP32S3):
     buf = bytearray(DESC_END)
     _reader(partition)(0, buf)
     desc = check_header(buf, chip_id)
-    stored, calc, ok = _scan(partition)
+    stored, calc, digest, appended = _scan(partition, sha=desc.hash_appended)
     if stored != calc:
         raise ImageError("checksum 0x%02x does not match calculated 0x%02x" % (stored, calc))
-    if desc.hash_appended and not ok:
+    if desc.hash_appended and digest != appended:
         raise ImageError("SHA-256 digest does not match")
     return desc

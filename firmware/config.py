@@ -10,8 +10,11 @@ DEFAULTS = {
     "board_name": "esp-box-3",
     "language": "zh-CN",
     "device_id_case": "upper",
-    "tls": {"verify": True, "ca_file": None},
+    "tls": {"verify": True, "ca_file": None, "allow_http_redirect": False},
     "http_timeout_ms": 10000,
+    "http_deadline_s": 30,
+    "watchdog_s": 120,
+    "rollback_retries": 3,
     "retry": {"base_s": 10, "factor": 2, "max_s": 1800, "tries": 10, "jitter": 0.25},
     "activation": {"recheck_s": 15, "poll_s": 3},
     "recheck_interval_s": 3600,
@@ -24,6 +27,9 @@ DEFAULTS = {
              "download_jitter_ms": 5000, "module": "default", "confirm_timeout_s": None,
              "reconnect_max_ms": 60000},
     "confirm_by": "ota_check",
+    # Secure Boot V2 signatures (firmware/secure_boot.py): trusted_keys are SHA-256 key digests
+    # in hex (`tools/sign_image.py digest`); require_signature None = on once any key is known.
+    "update": {"require_signature": None, "trusted_keys": []},
     "display": {"autoshot": False, "shot_dir": "screenshots"},
     "log_level": "info",
 }

@@ -13,7 +13,7 @@ import json
 import socket
 import time
 
-from firmware import pem
+from firmware import http_pace, pem
 
 try:
     from firmware import log as _logmod
@@ -35,6 +35,8 @@ _warned_unverified = False
 
 
 class HttpError(Exception):
+    permanent = False  # True: the same request can never succeed; do not retry it
+
     def __init__(self, reason, status=None):
         super().__init__(reason)
         self.reason = reason
@@ -43,6 +45,12 @@ class HttpError(Exception):
 
 class Timeout(HttpError):
     pass
+
+
+class Permanent(HttpError):
+    """A URL or redirect this client will never follow (bad URL, credentials in it, an
+    unsupported scheme, too many redirects, https -> http): retrying cannot help."""
+    permanent = True
 
 
 def _errtext(e):
@@ -68,14 +76,14 @@ def parse_url(url):
     """Split an http(s) URL into (scheme, host, port, path_with_query); path and query verbatim."""
     i = url.find("://")
     if i <= 0:
-        raise HttpError("bad URL")
+        raise Permanent("bad URL")
     scheme = url[:i].lower()
     if scheme == "http":
         port = 80
     elif scheme == "https":
         port = 443
     else:
-        raise HttpError("unsupported URL scheme")
+        raise Permanent("unsupported URL scheme")
     rest = url[i + 3:]
     h = rest.find("#")
     if h >= 0:  # a fragment is never sent
@@ -91,13 +99,13 @@ def parse_url(url):
         path = "/" + path
     for c in path:
         if c <= " " or c == "\x7f":  # would break the request line; not re-encoded on purpose
-            raise HttpError("bad URL")
+            raise Permanent("bad URL")
     if "@" in netloc:
-        raise HttpError("credentials in URL not supported")
+        raise Permanent("credentials in URL not supported")
     if netloc.startswith("["):  # IPv6 literal
         j = netloc.find("]")
         if j < 0:
-            raise HttpError("bad URL")
+            raise Permanent("bad URL")
         host = netloc[1:j]
         tail = netloc[j + 1:]
     else:
@@ -106,12 +114,12 @@ def parse_url(url):
         tail = "" if j < 0 else netloc[j:]
     if tail:
         if tail[0] != ":" or not tail[1:].isdigit():
-            raise HttpError("bad URL port")
+            raise Permanent("bad URL port")
         port = int(tail[1:])
         if not 0 < port < 65536:
-            raise HttpError("bad URL port")
+            raise Permanent("bad URL port")
     if not host:
-        raise HttpError("bad URL host")
+        raise Permanent("bad URL host")
     return scheme, host, port, path
 
 
@@ -303,6 +311,11 @@ class Response:
     def _read(self, buf, n):
         try:
             got = self._sock.readinto(buf, n)
+        except http_pace.Slow as e:  # a paced body (deadline / minimum rate): say so, give up
+            self.close()
+            if _log:
+                _log.warning("%s; giving up", e.reason)
+            raise Timeout(e.reason)
         except OSError as e:
             self.close()
             raise _io_error(e, "read")
@@ -542,10 +555,18 @@ class Response:
         self.close()
 
 
-def _request_once(method, url, headers, data, ctype, timeout_ms, tls, range_start):
+def _request_once(method, url, headers, data, ctype, timeout_ms, tls, range_start, deadline,
+                  min_rate):
     scheme, host, port, path = parse_url(url)
     head = _build_head(method, scheme, host, port, path, headers, data, ctype, range_start)
-    sock = _connect(host, port, timeout_ms)
+    wait_ms = timeout_ms
+    if deadline is not None:  # connect and headers get no more than what is left
+        left = time.ticks_diff(deadline[0], time.ticks_ms())
+        if left <= 0:
+            raise Timeout(http_pace.deadline_reason(deadline[1]))
+        if left < wait_ms:
+            wait_ms = left
+    sock = _connect(host, port, wait_ms)
     try:
         if scheme == "https":
             sock = _tls_wrap(sock, host, tls)
@@ -556,31 +577,44 @@ def _request_once(method, url, headers, data, ctype, timeout_ms, tls, range_star
     except BaseException:
         sock.close()
         raise
-    resp._read_head(timeout_ms)  # closes the socket itself on failure
+    resp._read_head(wait_ms)  # closes the socket itself on failure
+    if resp._sock is not None and (deadline is not None or min_rate is not None):
+        resp._sock = http_pace.Paced(resp._sock, timeout_ms, deadline, min_rate)
     return resp
 
 
 def request(method, url, headers=None, body=None, timeout_ms=10000, max_redirects=5, tls=None,
-            range_start=None):
+            range_start=None, deadline_ms=None, min_rate=None):
     """Send one request (following redirects) and return the Response with its body unread.
 
     body: bytes/str, or a dict/list sent as JSON. tls: {"verify": bool, "ca": PEM/DER or None};
     None means verify with no CA, which fails for https. The caller must close() the response.
+    deadline_ms: the whole request, redirects and body included, must be done in that time.
+    min_rate: (bytes_per_s, window_ms), the body must keep that pace (firmware/http_pace.py).
+    Both end in Timeout with a reason saying which limit was hit.
     """
     method = method.upper()
     data, ctype = _encode_body(body)
+    deadline = None
+    if deadline_ms:
+        deadline = (time.ticks_add(time.ticks_ms(), int(deadline_ms)), int(deadline_ms))
     hops = 0
     while True:
-        resp = _request_once(method, url, headers, data, ctype, timeout_ms, tls, range_start)
+        resp = _request_once(method, url, headers, data, ctype, timeout_ms, tls, range_start,
+                             deadline, min_rate)
         st = resp.status
         loc = resp.headers.get("location")
         if st not in REDIRECT_CODES or not loc:
             return resp
         resp.close()
         if hops >= max_redirects:
-            raise HttpError("too many redirects", st)
+            raise Permanent("too many redirects", st)
         hops += 1
         new = resolve(url, loc)
+        if url[:6].lower() == "https:" and new[:5].lower() == "http:" and \
+                not (tls and tls.get("allow_http_redirect")):
+            # it would send the request, and take the answer (MQTT credentials), in clear
+            raise Permanent("https -> http redirect refused (tls.allow_http_redirect off)", st)
         if headers and _origin(new).lower() != _origin(url).lower():
             # credentials are for the origin that was asked, not wherever it points to
             headers = dict((k, v) for k, v in headers.items()

@@ -7,6 +7,8 @@ import select
 import socket
 import time
 
+from firmware import watchdog
+
 
 class Net:
     """What umqtt.simple calls `socket`: sockets that time out instead of blocking forever while
@@ -16,6 +18,7 @@ class Net:
         self.timeout_s = timeout_ms / 1000
 
     def socket(self, *args):
+        watchdog.feed()  # a (re)connect attempt: the listener's loop is alive while offline
         s = socket.socket(*args)
         s.settimeout(self.timeout_s)
         return s
@@ -54,6 +57,7 @@ class TimeoutSocket:
 
     def read(self, n):
         if self.nb:
+            watchdog.feed()  # check_msg: the listener's loop, or its download progress callback
             d = self.s.read(n)
             if d:
                 self.rx_at = time.ticks_ms()

@@ -6,26 +6,34 @@
 import json
 
 from firmware import http_client as _http_client
-from firmware import log, sysinfo, tls_config, version
+from firmware import install_record, log, sysinfo, tls_config, version
 
 _log = log.get("ota")
 _request_logged = False
 
 ANSWER_LIMIT = 16384       # bytes; an OTA answer is a few hundred
 DEFAULT_TIMEOUT_MS = 10000
+DEFAULT_DEADLINE_S = 30    # a whole check request, connect to last byte (slow-loris servers)
 K_MQTT = "mqtt"
 K_WEBSOCKET = "websocket"
 K_TIMEZONE = "timezone"
-K_LAST_INSTALL = "ota_last_install"
+K_LAST_INSTALL = install_record.KEY
 _NOT_JSON = object()
 _time_logged = False  # info once per boot, then debug: re-checks repeat it every few seconds
 
 
 class CheckError(Exception):
-    def __init__(self, reason, status=None):
+    """permanent: retrying cannot help (a bad URL, an unusable redirect): retry.call gives up."""
+
+    def __init__(self, reason, status=None, permanent=False):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.permanent = permanent
+
+
+def _permanent(e):
+    return bool(getattr(e, "permanent", False))
 
 
 class Result:
@@ -51,17 +59,25 @@ def timeout_ms(config):
     return t if isinstance(t, int) and t > 0 else DEFAULT_TIMEOUT_MS
 
 
+def deadline_ms(config):
+    """http_deadline_s as ms: the time one check (or activation) request may take in all."""
+    v = config.get("http_deadline_s")
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return int((v if ok else DEFAULT_DEADLINE_S) * 1000)
+
+
 def post_json(http, url, headers, body, config, timeout=None):
     """POST body as JSON; (status, parsed answer or _NOT_JSON, raw bytes). CheckError on I/O."""
     try:
         resp = http.request("POST", url, headers=headers, body=body,
-                            timeout_ms=timeout or timeout_ms(config), tls=tls_config.options(config))
+                            timeout_ms=timeout or timeout_ms(config), tls=tls_config.options(config),
+                            deadline_ms=deadline_ms(config))
     except http.HttpError as e:
-        raise CheckError(e.reason, getattr(e, "status", None))
+        raise CheckError(e.reason, getattr(e, "status", None), _permanent(e))
     try:
         raw = resp.read_all(ANSWER_LIMIT)
     except http.HttpError as e:
-        raise CheckError(e.reason, resp.status)
+        raise CheckError(e.reason, resp.status, _permanent(e))
     finally:
         resp.close()
     try:
@@ -230,8 +246,9 @@ def apply(board, r):
         _log.info("WebSocket settings stored (%s)", r.websocket.get("url", "-"))
 
 
-def decide(r, settings):
-    """Fill r.offer / r.firmware_note from the answer's firmware section."""
+def decide(r, settings, retries=install_record.DEFAULT_RETRIES):
+    """Fill r.offer / r.firmware_note from the answer's firmware section. retries: how often an
+    offer that rolled back before its health check is installed again."""
     fw = r._firmware
     if fw is None:
         r.firmware_note = "no firmware section"
@@ -254,25 +271,18 @@ def decide(r, settings):
     if not newer and not force:
         r.firmware_note = "up to date (running %s, server has %s)" % (r.running_version, offered)
         return
-    last = settings.get(K_LAST_INSTALL)
-    if isinstance(last, dict) and last.get("version") == offered and last.get("url") == url:
-        # Installed once already: either it runs now (a forced re-install would loop) or it
-        # rolled back (installing it again would loop through the bootloader).
+    # Installed once already: either it runs now (a forced re-install would loop) or it rolled
+    # back (installing it again would loop through the bootloader) -- unless it rolled back
+    # before it reached its health check (a power cut then): that is retried a few times.
+    again = install_record.again(settings, offered, url, r.running_version, retries)
+    if again is False:
         r.firmware_note = "firmware %s from this url was installed before; not again" % offered
         _log.warning("%s", r.firmware_note)
         return
     r.offer = {"url": url, "version": offered, "force": force, "size": fw.get("size"),
                "md5": fw.get("md5"), "sha256": fw.get("sha256")}
-    r.firmware_note = "%s %s offered (running %s)" % (
+    r.firmware_note = again or "%s %s offered (running %s)" % (
         "forced" if force and not newer else "update", offered, r.running_version)
-
-
-def note_installed(board, offer):
-    """Remember an installed offer so the same (version, url) is never installed twice."""
-    try:
-        board.settings.set(K_LAST_INSTALL, {"version": offer["version"], "url": offer["url"]})
-    except OSError as e:
-        _log.error("could not store %s: %s", K_LAST_INSTALL, e)
 
 
 # ---- the check -------------------------------------------------------------------------------
@@ -280,7 +290,7 @@ def note_installed(board, offer):
 def ota_url(config):
     url = config.get("ota_url")
     if not isinstance(url, str) or not url:
-        raise CheckError("no ota_url in config.json")
+        raise CheckError("no ota_url in config.json", permanent=True)
     return url
 
 
@@ -302,7 +312,7 @@ def check(board, config, http=None):
         raise CheckError("HTTP %d: %s" % (status, error_text(data, raw)), status)
     r = parse_answer(data, running)
     apply(board, r)
-    decide(r, board.settings)
+    decide(r, board.settings, install_record.retries(config))
     r.headers = h
     _log.info("check ok: %s%s", r.firmware_note,
               "; activation code %s" % r.activation["code"] if r.activation else "")

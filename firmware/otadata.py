@@ -72,23 +72,29 @@ class OtaData:
                 best = i
         return best
 
-    def set_boot(self, slot, slot_count):
-        """esp_ota_set_boot_partition: a new entry for `slot` with state NEW (rollback enabled)."""
+    def set_boot(self, slot, slot_count, state=NEW):
+        """esp_ota_set_boot_partition -> esp_rewrite_ota_data (esp_ota_ops.c lines 778-811): an
+        entry for `slot` with state NEW, or UNDEFINED in a build without
+        CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE (set_new_state_otadata). The entry in force is
+        the newest one neither INVALID nor ABORTED (bootloader_common_get_active_otadata)."""
         entries = self.entries()
-        act = self.active()
+        act = self.active(bootable_only=True)
         if act < 0:
-            self.write(0, slot + 1, NEW)
+            self.write(0, slot + 1, state)
             return
         seq = entries[act].seq
+        if (seq - 1) % slot_count == slot:  # it already selects the slot: only the state
+            self.write(act, seq, state)
+            return
         i = 0
         while seq > (slot + 1) % slot_count + i * slot_count:
             i += 1
-        self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, NEW)
+        self.write(act ^ 1, (slot + 1) % slot_count + i * slot_count, state)
 
     def running_state(self, slot_count, running_slot):
         """State name of the entry in force when it selects `running_slot`, else "none" (the
         bootloader started the slot without otadata choosing it, e.g. blank otadata)."""
-        act = self.active()
+        act = self.active(bootable_only=True)
         if act < 0:
             return "none"
         e = self.entries()[act]

@@ -4,14 +4,14 @@
 # +/- `jitter` (a fraction: 0.25 spreads 10 s over 7.5..12.5 s) so a fleet that lost its server
 # at the same moment does not come back in lock-step. After `tries` failed attempts the caller
 # gets Exhausted and decides what "giving up for now" means; nothing here ever re-raises an
-# attempt's error, so a failing server can never turn into a crash loop.
+# attempt's error, so a failing server can never turn into a crash loop. An error with a true
+# `permanent` attribute (a bad URL, an unusable redirect) gives up at once: retrying cannot help.
 #
 # Config (config.json "retry", every key optional): {"base_s": 10, "factor": 2, "max_s": 1800,
 # "tries": 10, "jitter": 0.25} -- the reference firmware's 10 s doubling, 10 tries.
 import os
-import time
 
-from firmware import log
+from firmware import log, watchdog
 
 _log = log.get("retry")
 
@@ -85,7 +85,8 @@ def jittered(seconds, jitter=0.25, rand=_uniform):
 
 
 def sleep_s(seconds):
-    time.sleep_ms(int(seconds * 1000))
+    """Sleep, keeping the watchdog fed (a backoff is waiting, not hanging)."""
+    watchdog.sleep_ms(int(seconds * 1000))
 
 
 def call(fn, what, backoff, errors, display=None, sleep=sleep_s, on_error=None):
@@ -103,6 +104,11 @@ def call(fn, what, backoff, errors, display=None, sleep=sleep_s, on_error=None):
             if on_error:
                 on_error(e)
             delay = backoff.fail()
+            if getattr(e, "permanent", False):  # e.g. a bad URL: the same try fails again
+                _log.error("%s failed: %s; a permanent error, not retried", what, reason)
+                if display:
+                    display.show_failure(reason, "not retried: fix the configuration")
+                raise Exhausted(what, backoff.failures, reason)
             if delay is None:
                 _log.error("%s failed (%d/%d): %s; giving up for now", what, backoff.failures,
                            backoff.tries, reason)

@@ -1,4 +1,5 @@
-# The http_client `tls` option from config.json: {"tls": {"verify": bool, "ca_file": path|null}}.
+# The http_client `tls` option from config.json: {"tls": {"verify": bool, "ca_file": path|null,
+# "allow_http_redirect": bool}}.
 from firmware import log
 
 _log = log.get("tls")
@@ -6,7 +7,9 @@ _cache = {}
 
 
 def options(config):
-    """{"verify": bool, "ca": bytes or None} for http_client.request(tls=...)."""
+    """{"verify": bool, "ca": bytes or None, "allow_http_redirect": bool} for
+    http_client.request(tls=...). allow_http_redirect (config tls.allow_http_redirect, default
+    off) lets an https URL redirect to plain http."""
     tls = config.get("tls") or {}
     verify = tls.get("verify", True) is not False
     path = tls.get("ca_file")
@@ -20,4 +23,4 @@ def options(config):
                 _cache[path] = ca
             except OSError as e:
                 _log.error("cannot read CA file %s: %s", path, e)
-    return {"verify": verify, "ca": ca}
+    return {"verify": verify, "ca": ca, "allow_http_redirect": tls.get("allow_http_redirect") is True}

@@ -63,6 +63,13 @@ def test_a_confirmed_image_that_gives_up_waits_instead_of_rebooting(tmp_path):
     run_mpy("from firmware.board import sim\nsim.Board({}).Partition.mark_app_valid_cancel_rollback()",
             cwd=root)
     assert ota_state(root) == ["ota_1", "1.1.0", "valid"]
+    out, offline, code = _run_until_offline_twice(root)
+    assert offline >= 2, out                                     # offline, retried, offline again
+    assert "rebooting to roll back" not in out and code != 3
+
+
+def _run_until_offline_twice(root):
+    """Run the device until it has gone offline twice (or 20 s); (output, offline count, rc)."""
     proc = spawn(root)
     try:
         deadline = time.time() + 20
@@ -72,9 +79,7 @@ def test_a_confirmed_image_that_gives_up_waits_instead_of_rebooting(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    out = "".join(lines)
-    assert sum("offline:" in line for line in lines) >= 2, out   # offline, retried, offline again
-    assert "rebooting to roll back" not in out and proc.returncode != 3
+    return "".join(lines), sum("offline:" in line for line in lines), proc.returncode
 
 
 def test_confirm_by_mqtt_leaves_the_image_unconfirmed_after_the_check(tmp_path, srv):
@@ -192,3 +197,138 @@ def test_a_start_up_error_resets_the_chip_instead_of_stopping_at_the_repl(tmp_pa
     p = boot(root)
     assert p.returncode == 3, p.stdout + p.stderr        # reset, not a traceback at the REPL
     assert "fatal start-up error" in p.stdout
+
+
+def test_a_build_without_rollback_updates_says_so_and_never_reboots_to_roll_back(tmp_path, srv):
+    # set_boot writes UNDEFINED there (esp_ota_ops.c set_new_state_otadata), the bootloader
+    # leaves it alone, and esp_ota_mark_app_valid_cancel_rollback still writes VALID.
+    import mkflash
+    from ota_helpers import FAST
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = mkflash.make_device_root(str(tmp_path), config=dict(FAST, ota_url=srv.ota_url),
+                                    rollback=False)
+    assert boot(root, run_until="listen").returncode == 3              # installed, rebooting
+    assert ota_state(root) == ["ota_1", "1.2.0", "undefined"]          # not "pending-verify"
+    up = boot(root, run_until="listen")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.stdout.count("this build has no app rollback (otadata state undefined)") == 1
+    assert "image confirmed (first successful OTA check): firmware 1.2.0, state valid" in up.stdout
+    # An unconfirmed image of such a build that loses its server waits instead of rebooting:
+    # a reset would only start the same image again.
+    run_mpy("from firmware.board import sim\nb = sim.Board({})\nb.Partition('ota_0').set_boot()",
+            cwd=root)
+    with open(os.path.join(root, "config.json"), "w") as f:
+        json.dump(dict(FAST, ota_url="http://127.0.0.1:%d/xiaozhi/ota/" % free_port(),
+                       offline_s=0.05), f)
+    out, offline, _ = _run_until_offline_twice(root)
+    assert "firmware 1.0.0 in ota_0 (undefined)" in out and "no app rollback" in out
+    assert offline >= 2, out
+    assert "rebooting to roll back" not in out
+
+
+@pytest.mark.parametrize("case", ["credentials", "scheme", "loop"])
+def test_permanent_check_errors_are_not_retried(tmp_path, case):
+    from http_fault_server import redirect, start
+    port, stop = start(lambda req: redirect("ftp://127.0.0.1/fw.bin") if req.target.endswith("/ftp/")
+                       else redirect(req.target))       # "loop": redirects to itself for ever
+    url = {"credentials": "http://user:secret@127.0.0.1:%d/xiaozhi/ota/" % port,
+           "scheme": "http://127.0.0.1:%d/ftp/" % port,
+           "loop": "http://127.0.0.1:%d/xiaozhi/ota/" % port}[case]
+    try:
+        root = make_root(tmp_path, url)
+        p = boot(root, run_until="offline")
+    finally:
+        stop()
+    reason = {"credentials": "credentials in URL not supported", "scheme": "unsupported URL scheme",
+              "loop": "too many redirects"}[case]
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "OTA check failed: %s; a permanent error, not retried" % reason in p.stdout
+    assert "(1/3)" not in p.stdout and "retry in" not in p.stdout
+
+
+@pytest.mark.parametrize("rev", [{"min_rev_full": 999}, {"max_rev_full": 1}])
+def test_an_image_for_another_chip_revision_is_refused_before_anything_is_erased(tmp_path, srv, rev):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0", **rev))
+    root = make_root(tmp_path, srv.ota_url)
+    old = build_image.build_image("0.9.0")
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:   # something in ota_1 to overwrite
+        f.seek(0x310000)
+        f.write(old)
+    p = boot(root, run_until="listen")
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = "needs chip revision >= v9.99" if "min_rev_full" in rev else "needs chip revision <= v0.1"
+    assert "update to 1.2.0 failed: bad image: %s, this chip is v0.2" % want in p.stdout
+    with open(os.path.join(root, "flash.bin"), "rb") as f:
+        f.seek(0x310000)
+        assert f.read(len(old)) == old                     # not a byte of ota_1 was touched
+
+
+def test_the_simulated_bootloader_refuses_an_image_for_another_chip_revision(tmp_path):
+    root = make_root(tmp_path, None)
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:
+        f.seek(0x310000)
+        f.write(build_image.build_image("1.2.0", min_rev_full=999))
+    out = run_mpy("""
+from firmware.board import sim
+b = sim.Board({})
+try:
+    b.Partition('ota_1').set_boot()
+    print("set_boot accepted")
+except OSError as e:
+    print(e)
+b.chip.otadata.set_boot(1, 2)          # select it behind set_boot's back
+""", cwd=root).stdout
+    assert "set_boot: image in ota_1 does not verify" in out
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]       # the bootloader fell back
+
+
+def test_a_power_cut_during_the_first_boot_of_a_new_image_is_retried_and_completes(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url)
+    assert boot(root, run_until="listen").returncode == 3          # installed, rebooting
+    # Power on, and off again before the app runs: the bootloader marked it pending-verify.
+    assert ota_state(root) == ["ota_1", "1.2.0", "pending-verify"]
+    again = boot(root, run_until="listen")                          # rolled back to 1.0.0
+    assert again.returncode == 3, again.stdout + again.stderr       # ... and installed again
+    assert "firmware 1.0.0 in ota_0" in again.stdout
+    assert ("W app: firmware 1.2.0 rolled back before its health check (power loss or a crash "
+            "during its first boot) (-3); running 1.0.0") in again.stdout
+    assert "check ok: retrying 1.2.0 (install 2 of 4): it rolled back before its health check" \
+        in again.stdout
+    up = boot(root, run_until="listen")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "image confirmed" in up.stdout and "rolled back" not in up.stdout
+    assert ota_state(root) == ["ota_1", "1.2.0", "valid"]
+    assert settings(root)["ota_last_install"]["health"] is True
+
+
+def test_first_boot_retries_are_capped(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url, rollback_retries=1)
+    assert boot(root, run_until="listen").returncode == 3           # install 1
+    ota_state(root)                                                 # cut during its first boot
+    assert boot(root, run_until="listen").returncode == 3           # install 2 of 2
+    ota_state(root)                                                 # cut again
+    last = boot(root, run_until="listen")
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert "firmware 1.2.0 from this url was installed before; not again" in last.stdout
+    assert ota_state(root)[:2] == ["ota_0", "1.0.0"]
+
+
+def test_an_image_that_fails_its_own_health_check_is_not_installed_again(tmp_path, srv):
+    srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_root(tmp_path, srv.ota_url)
+    assert boot(root, run_until="listen").returncode == 3           # installed, rebooting
+    port = int(srv.ota_url.split(":")[2].split("/")[0])
+    srv.stop()
+    gave_up = boot(root)                                            # its server is gone
+    assert gave_up.returncode == 3 and "rebooting to roll back" in gave_up.stdout
+    back = ota_server.run_in_thread(port=port, auto_activate_s=0)
+    try:
+        back.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+        p = boot(root, run_until="listen")
+    finally:
+        back.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "W app: firmware 1.2.0 rolled back: it failed its health check (-3)" in p.stdout
+    assert "firmware 1.2.0 from this url was installed before; not again" in p.stdout

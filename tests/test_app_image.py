@@ -1,6 +1,7 @@
 """App images: tools/build_image.py output checked by esptool, parsed by firmware/app_image.py
 running on the real MicroPython unix port."""
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -242,3 +243,70 @@ def test_mpy_checksum_native_and_fallback_agree(tmp_path):
     m = re.search(r"Checksum: 0x([0-9a-f]{2}) \(invalid - calculated 0x([0-9a-f]{2})\)", out)
     assert m, out
     assert a == [int(m.group(1), 16), int(m.group(2), 16)]
+
+
+def test_mpy_stream_length_matches_the_flash_walk(tmp_path):
+    """StreamLength (the image's length learnt while it streams, for the signature check) gives
+    what image_length reads from flash, whatever the chunking; non-images give an error."""
+    paths = []
+    for i, size in enumerate([None, 352, 4096, 100000, 300 * 1024 + 48]):
+        p = write(tmp_path, "img%d.bin" % i, build_image.build_image("1.0.%d" % i, size=size, seed=i)
+                  + b"\xff" * 5000)  # padding and more after the image: not part of its length
+        paths.append(str(p))
+    paths.append(str(write(tmp_path, "junk.bin", b"\xe9\x00" + bytes(5000))))
+    paths.append(str(write(tmp_path, "text.bin", b"hello" * 1000)))
+    got = mpy_json(FAKE + r'''
+out = []
+for path in json.loads(%r):
+    try:
+        want = app_image.image_length(FilePartition(path, 1 << 20))
+    except app_image.ImageError:
+        want = None
+    data = open(path, "rb").read()
+    row = [want]
+    for chunk in (1, 7, 24, 4096, 65536):
+        w = app_image.StreamLength()
+        for off in range(0, len(data), chunk):
+            w.feed(off, memoryview(data)[off:off + chunk])
+        row.append(w.length if w.error is None else w.error)
+    out.append(row)
+print(json.dumps(out))
+''' % json.dumps(paths))
+    lengths = [os.path.getsize(p) - 5000 for p in paths[:5]]
+    for row, n in zip(got[:5], lengths):
+        assert row == [n] * 6, row
+    assert got[5] == [None] + ["not an app image"] * 5
+    assert got[6] == [None] + ["not an app image"] * 5
+
+
+def test_chip_revision_fields_as_esptool_reads_them_and_esp_idf_checks_them(tmp_path):
+    # esptool (the format's own tool) confirms where the builder put min/max_chip_rev_full; the
+    # rules are ESP-IDF's bootloader_common_check_chip_revision_validity: min <= chip, and
+    # chip <= max unless max is unset (0 or 0xFFFF) or DISABLE_WAFER_VERSION_MAJOR is burnt.
+    path = write(tmp_path, "rev.bin", build_image.build_image("1.0.0", min_rev_full=999,
+                                                              max_rev_full=1))
+    rc, out = esptool_info(path)
+    assert rc == 0, out
+    assert "Minimal chip revision: v9.99" in out and "Maximal chip revision: v0.1" in out
+    cases = [(999, 99, 2, False), (0, 1, 2, False), (2, 2, 2, False), (0, 0, 2, False),
+             (0, 0xFFFF, 300, False), (0, 1, 2, True), (3, 99, 2, True), (0, 99, 109, False)]
+    heads = [build_image.build_image("1.0.0", min_rev_full=lo, max_rev_full=hi)[:288].hex()
+             for lo, hi, _, _ in cases]
+    res = mpy_json("""
+import json, binascii
+from firmware import app_image
+out = []
+for head, (lo, hi, rev, ignore_max) in zip(%r, %r):
+    app_image.set_chip_revision(rev, ignore_max)
+    try:
+        app_image.check_header(binascii.unhexlify(head))
+        out.append(None)
+    except app_image.ImageError as e:
+        out.append(str(e))
+print(json.dumps(out))
+""" % (heads, cases))
+    assert res == ["needs chip revision >= v9.99, this chip is v0.2",
+                   "needs chip revision <= v0.1, this chip is v0.2",
+                   None, None, None, None,                 # in range, unset max (0 / 0xFFFF), fuse
+                   "needs chip revision >= v0.3, this chip is v0.2",
+                   "needs chip revision <= v0.99, this chip is v1.9"]

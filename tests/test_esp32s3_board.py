@@ -1,6 +1,15 @@
 """The real-board implementation, run on the unix port with register-level fakes of
 machine/esp32/network/esp installed in sys.modules (the hardware cannot exist here)."""
-from conftest import mpy_json
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, mpy_json
+
+FAKE_DIR = os.path.join(ROOT, "tests", "mpy")
 
 FAKES = """
 import sys, json
@@ -17,6 +26,23 @@ class _Machine:
     @staticmethod
     def reset():
         raise SystemExit('reset')
+    class _Wdt:
+        # ports/esp32/machine_wdt.c: one watchdog (wdt_default); feed() is esp_task_wdt_reset_user
+        timeout = None
+        feeds = 0
+        def feed(self):
+            _Machine._Wdt.feeds += 1
+    _wdt = _Wdt()
+    @staticmethod
+    def WDT(id=0, timeout=5000):
+        # machine_wdt.c lines 42-69: id must be 0, timeout <= 0 refused, later calls reconfigure
+        # the same watchdog (esp_task_wdt_reconfigure) and return it
+        if id != 0:
+            raise ValueError()
+        if timeout <= 0:
+            raise ValueError('WDT timeout too short')
+        _Machine._Wdt.timeout = timeout
+        return _Machine._wdt
 class _Esp:
     @staticmethod
     def flash_size():
@@ -186,3 +212,98 @@ out.append(b.ota_state())
 print(json.dumps(out))
 """ % otadata)
     assert r == ["pending-verify", "none"]
+
+
+def _espefuse(efuse_file, *args):
+    proc = subprocess.run([sys.executable, "-m", "espefuse", "--chip", "esp32s3", "--virt",
+                           "--path-efuse-file", str(efuse_file), "--do-not-confirm"]
+                          + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _efuse_registers(efuse_file):
+    """Every eFuse read register of espefuse's own ESP32-S3 emulator (a model we did not write:
+    it places each field where espefuse reads it from a real chip)."""
+    from espefuse.efuse.esp32s3.emulate_efuse_controller import EmulateEfuseController
+    chip = EmulateEfuseController(str(efuse_file))
+    base = chip.REGS.DR_REG_EFUSE_BASE
+    regs = {}
+    for addr in range(base, base + chip.REGS.EFUSE_MEM_SIZE, 4):
+        v = chip.read_reg(addr)
+        if v:
+            regs[addr] = v
+    return regs
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # espefuse's own import of click
+def test_secure_boot_digests_and_secure_version_from_efuse(tmp_path):
+    """Key digests burned by espefuse (virtual chip) read back through machine.mem32: only with
+    SECURE_BOOT_EN, in digest order, revoked ones left out; SECURE_VERSION counts burned bits."""
+    from test_secure_boot import Key
+    a, b = Key(tmp_path, "A"), Key(tmp_path, "B")
+    efuse = tmp_path / "efuse.bin"
+    (tmp_path / "hmac.bin").write_bytes(bytes(range(32)))
+    _espefuse(efuse, "burn-key", "BLOCK_KEY0", tmp_path / "hmac.bin", "HMAC_UP")
+    _espefuse(efuse, "burn-key-digest", "BLOCK_KEY2", b.pub, "SECURE_BOOT_DIGEST1",
+              "BLOCK_KEY4", a.pub, "SECURE_BOOT_DIGEST0")
+    snapshots = [_efuse_registers(efuse)]
+    _espefuse(efuse, "burn-efuse", "SECURE_BOOT_EN", "1", "SECURE_VERSION", "0x5")
+    snapshots.append(_efuse_registers(efuse))
+    _espefuse(efuse, "burn-efuse", "SECURE_BOOT_KEY_REVOKE0", "1", "SECURE_VERSION", "0xFFFF")
+    snapshots.append(_efuse_registers(efuse))
+    r = mpy_json(FAKES + """
+import binascii
+out = []
+for regs in json.loads(%r):
+    EFUSE.clear()
+    EFUSE.update({int(k): v for k, v in regs.items()})
+    b = esp32s3.Board({})
+    out.append([esp32s3.secure_boot_enabled(),
+                [binascii.hexlify(d).decode() for d in b.secure_boot_digests()],
+                b.efuse_secure_version()])
+print(json.dumps(out))
+""" % json.dumps(snapshots))
+    assert r == [
+        [False, [], 0],                           # digests burned, Secure Boot still off
+        [True, [a.digest, b.digest], 2],          # DIGEST0 (KEY4) first; 0x5 = two bits
+        [True, [b.digest], 16],                   # DIGEST0 revoked; all 16 bits burned
+    ]
+
+
+def test_watchdog_is_machine_wdt_zero_with_the_timeout():
+    r = mpy_json(FAKES + """
+from firmware import watchdog
+b = esp32s3.Board({})
+w = watchdog.start(b, {"watchdog_s": 90})
+watchdog.feed()
+watchdog.sleep_ms(1)
+again = b.watchdog(30000)
+print(json.dumps([w is _Machine._wdt, again is w, _Machine._Wdt.timeout, _Machine._Wdt.feeds,
+                  watchdog.stop(), watchdog.bitten()]))
+""")
+    # started with 90 s, fed by feed() and by both ends of sleep_ms(), reconfigured to 30 s;
+    # stop() is refused: the ESP32 port's WDT has no deinit
+    assert r == [True, True, 30000, 3, False, False]
+
+
+def test_efuse_fields_read_at_the_addresses_of_esp_idf_efuse_table():
+    # efuse_fake lays the fields out from ESP-IDF's esp_efuse_table.csv and block addresses,
+    # independently of the driver's constants.
+    r = mpy_json(FAKES + """
+sys.path.append(%r)
+from efuse_fake import Efuse
+from firmware.board import hmac_peripheral
+e = Efuse()
+e.set("USER_DATA", b"SN-BOX3-0042" + bytes(20))
+e.set_revision(1, 9)
+for i, p in enumerate([4, 0, 9, 8, 0, 5]):
+    e.set("KEY_PURPOSE_%%d" %% i, p)
+word = e.__getitem__
+out = [esp32s3.serial_from_user_data(esp32s3.read_user_data(word)), esp32s3.chip_revision(word),
+       esp32s3.wafer_major_check_disabled(word), hmac_peripheral.Hmac(e).key_purposes()]
+e.set_revision(0, 2)
+e.set("DISABLE_WAFER_VERSION_MAJOR", 1)
+out += [esp32s3.chip_revision(word), esp32s3.wafer_major_check_disabled(word)]
+print(json.dumps(out))
+""" % FAKE_DIR)
+    assert r == ["SN-BOX3-0042", 109, False, [4, 0, 9, 8, 0, 5], 2, True]

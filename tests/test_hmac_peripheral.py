@@ -149,3 +149,70 @@ except FakeViolation as e:
     print(json.dumps(str(e)))
 """)
     assert "busy" in out
+
+
+# esp_hmac_calculate() for a one-block message, register by register as ESP-IDF does it:
+# components/esp_security/src/esp_hmac.c lines 71-172 with hmac_hal.c / esp32s3 hmac_ll.h, and
+# esp_crypto_*_enable_periph_clk (esp_crypto_periph_clk.c lines 68-83, 119-140): enabling sets
+# the bus clock and pulses the reset; disabling only stops the clock. `reset=False` leaves the
+# reset pulse out, to show what the finish value alone does.
+IDF_CALC = """
+def wait(chip):
+    while chip[hp.QUERY_BUSY]:
+        pass
+
+def idf_calc(chip, msg, key_block, reset=True):
+    chip[hp.PERIP_CLK_EN1] = chip[hp.PERIP_CLK_EN1] | hp.CRYPTO_BITS
+    if reset:
+        chip[hp.PERIP_RST_EN1] = chip[hp.PERIP_RST_EN1] | hp.CRYPTO_BITS
+    chip[hp.PERIP_RST_EN1] = chip[hp.PERIP_RST_EN1] & ~hp.CRYPTO_BITS
+    wait(chip); chip[hp.SET_START] = 1                      # hmac_hal_start
+    wait(chip); chip[hp.SET_PARA_PURPOSE] = 8               # hmac_hal_configure
+    chip[hp.SET_PARA_KEY] = key_block; chip[hp.SET_PARA_FINISH] = 1; wait(chip)
+    assert not chip[hp.QUERY_ERROR]
+    block = hp.pad(msg)                                     # one block: len + 9 <= 64
+    wait(chip)                                              # hmac_hal_write_one_block_512
+    for i in range(16):
+        chip[hp.WR_MESSAGE + 4 * i] = int.from_bytes(block[4 * i:4 * i + 4], "little")
+    chip[hp.SET_MESSAGE_ONE] = 1
+    wait(chip); chip[hp.ONE_BLOCK] = 1
+    wait(chip)                                              # hmac_hal_read_result_256
+    out = b"".join(chip[hp.RD_RESULT + 4 * i].to_bytes(4, "little") for i in range(8))
+    chip[hp.SET_RESULT_FINISH] = 2                          # hmac_ll_calc_finish, hmac_ll.h:220
+    chip[hp.PERIP_CLK_EN1] = chip[hp.PERIP_CLK_EN1] & ~hp.CRYPTO_BITS
+    return binascii.hexlify(out).decode()
+"""
+
+
+def test_esp_idf_own_sequence_works_on_the_fake_because_it_resets_first():
+    out = run(IDF_CALC + """
+chip = FakeChip({2: bytes(range(1, 33))}, [0, 0, 8, 0, 0, 0])
+res = [idf_calc(chip, b"challenge", 2), idf_calc(chip, b"again", 2), chip.finish_values, chip.resets]
+try:
+    idf_calc(chip, b"third", 2, reset=False)   # the finish value 2 did not release the result
+    res.append("accepted")
+except FakeViolation as e:
+    res.append(str(e))
+print(json.dumps(res))
+""")
+    assert out[0] == expected(KEY, b"challenge") and out[1] == expected(KEY, b"again")
+    assert out[2] == [2, 2] and out[3] == 1     # the second enable's pulse (it starts in reset)
+    assert "START while the last result was not released" in out[4]
+
+
+def test_driver_finishes_with_bit_0_and_resets_the_peripheral_before_each_use():
+    # Left enabled and out of reset by its last user, in the middle of a result: the driver's
+    # reset pulse (ESP-IDF's hmac_ll_reset_register) makes that harmless, and its own finish
+    # writes HMAC_SET_RESULT_END (bit 0) so it releases the result even without a reset.
+    out = run(IDF_CALC + """
+chip = FakeChip({2: bytes(range(1, 33))}, [0, 0, 8, 0, 0, 0])
+idf_calc(chip, b"left over", 2)
+chip[hp.PERIP_CLK_EN1] = hp.CRYPTO_BITS          # someone left the clocks on, result pending
+res = [binascii.hexlify(hp.hmac_sha256(b"challenge", mem32=chip)).decode()]
+res.append(idf_calc(chip, b"after", 2, reset=False))   # our finish released the peripheral
+res += [chip.finish_values, chip.resets]
+print(json.dumps(res))
+""")
+    assert out[0] == expected(KEY, b"challenge") and out[1] == expected(KEY, b"after")
+    assert out[2] == [2, 1, 2]      # ESP-IDF's 2, the driver's 1, ESP-IDF's 2
+    assert out[3] == 1              # the driver's pulse (the chip starts in reset)

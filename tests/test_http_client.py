@@ -538,3 +538,101 @@ while True:
 out([n, hexb(m.digest())])
 """ % port, heapsize="96k")
     assert res == [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _drip(head, body, every_s):
+    """A handler that sends `head` at once, then `body` one byte every `every_s` seconds."""
+    def handler(req):
+        req.conn.sendall(head)
+        for b in body:
+            time.sleep(every_s)
+            req.conn.sendall(bytes([b]))
+    return handler
+
+
+def test_deadline_bounds_a_slow_loris_body(serve):
+    # 1 byte every 0.3 s never trips a per-read timeout, and a blocking readinto would wait for
+    # its whole buffer: only the request deadline ends it, on time and saying so.
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 16000\r\n\r\n"
+    port, _ = serve(_drip(head, b"x" * 16000, 0.3))
+    res = run("""
+t = time.ticks_ms()
+def go():
+    r = h.request("GET", "http://127.0.0.1:%d/x", timeout_ms=1000, deadline_ms=2000)
+    r.read_all(16384)
+out({"err": err(go), "ms": time.ticks_diff(time.ticks_ms(), t)})
+""" % port)
+    assert res["err"][:2] == ["Timeout", "no complete answer within 2 s (request deadline)"]
+    assert 2000 <= res["ms"] < 2600, res
+
+
+def test_deadline_also_bounds_slow_headers_and_a_fast_answer_is_untouched(serve, tls_material):
+    port, _ = serve(_drip(b"", b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100, 0.1))
+    fast, _ = serve(lambda req: Reply(200, BLOB, mode="chunked", chunk_size=333))
+    tport, _ = serve(lambda req: Reply(200, BLOB), tls=tls_material["ctx"])
+    res = run("""
+t = time.ticks_ms()
+e = err(lambda: h.request("GET", "http://127.0.0.1:%d/x", timeout_ms=5000, deadline_ms=1000))
+ms = time.ticks_diff(time.ticks_ms(), t)
+ok = h.request("GET", "http://127.0.0.1:%d/x", deadline_ms=5000).read_all(len(%r) + 1)
+tls = h.request("GET", "https://localhost:%d/x", deadline_ms=5000,
+                tls={"verify": True, "ca": %r}).read_all(len(%r) + 1)
+out({"err": e, "ms": ms, "ok": hexb(ok), "tls": hexb(tls)})
+""" % (port, fast, BLOB, tport, tls_material["ca"], BLOB))
+    assert res["err"][0] == "Timeout" and 900 <= res["ms"] < 1600, res
+    assert res["ok"] == BLOB.hex() and res["tls"] == BLOB.hex()
+
+
+def test_min_rate_fails_a_trickle_and_passes_a_steady_body(serve):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+    slow, _ = serve(_drip(head, b"y" * 5000, 0.05))       # ~20 B/s
+    fine, _ = serve(lambda req: Reply(200, BLOB))
+    res = run("""
+t = time.ticks_ms()
+def go():
+    r = h.request("GET", "http://127.0.0.1:%d/fw", timeout_ms=5000, min_rate=(100, 1000))
+    body(r, 4096)
+e = err(go)
+ms = time.ticks_diff(time.ticks_ms(), t)
+r = h.request("GET", "http://127.0.0.1:%d/fw", timeout_ms=5000, min_rate=(100, 1000))
+out({"err": e, "ms": ms, "ok": hexb(body(r, 4096))})
+""" % (slow, fine))
+    assert res["err"][0] == "Timeout" and res["err"][1].startswith("download too slow: "), res
+    assert "(minimum 100 B/s)" in res["err"][1]
+    assert 1000 <= res["ms"] < 1600, res
+    assert res["ok"] == BLOB.hex()
+
+
+def test_https_to_http_redirect_is_refused_unless_allowed(serve, tls_material):
+    # The downgrade would send the request, and take the answer (MQTT credentials), in clear.
+    plain, plain_stop = serve(lambda req: Reply(200, b"in clear"))
+    tport, _ = serve(lambda req: redirect("http://127.0.0.1:%d/ota/" % plain), tls=tls_material["ctx"])
+    res = run("""
+def go(allow):
+    tls = {"verify": True, "ca": %r, "allow_http_redirect": allow}
+    return h.request("POST", "https://localhost:%d/ota/", body={"a": 1}, tls=tls).read_all()
+res = [err(lambda: go(False)), h.HttpError("x").permanent]
+try:
+    go(False)
+except h.HttpError as e:
+    res.append(e.permanent)
+res.append(go(True).decode())
+out(res)
+""" % (tls_material["ca"], tport))
+    assert res[0] == ["HttpError", "https -> http redirect refused (tls.allow_http_redirect off)", 302]
+    assert res[1:] == [False, True, "in clear"]
+    assert len(plain_stop.requests) == 1          # only the allowed one reached the plain server
+
+
+def test_permanent_errors_are_marked_so():
+    res = run("""
+res = []
+for u in ("http://user:pw@127.0.0.1/", "ftp://127.0.0.1/x", "http://127.0.0.1:99999/", "nonsense"):
+    try:
+        h.request("GET", u)
+    except h.HttpError as e:
+        res.append([e.reason, e.permanent])
+out(res)
+""")
+    assert res == [["credentials in URL not supported", True], ["unsupported URL scheme", True],
+                   ["bad URL port", True], ["bad URL", True]]

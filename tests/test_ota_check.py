@@ -297,3 +297,28 @@ def test_https_ota_url_with_the_configured_ca_file(tmp_path):
         assert out["ok"] and "verification is OFF" in log
     finally:
         s.stop()
+
+
+def test_a_slow_loris_answer_ends_at_the_deadline_with_a_log_line(tmp_path):
+    # 16000 bytes at 1 byte a second: each read gets its byte in time, so only the request
+    # deadline (http_deadline_s) ends the check -- instead of holding it for hours.
+    import time
+
+    def handler(req):
+        req.conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 16000\r\n\r\n{")
+        for _ in range(16000):
+            time.sleep(1)
+            req.conn.sendall(b" ")
+    port, stop = start(handler)
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % port, http_deadline_s=3)
+        t0 = time.time()
+        out, log = check(root)
+        took = time.time() - t0
+    finally:
+        stop()
+    assert out == {"ok": False, "reason": "no complete answer within 3 s (request deadline)",
+                   "status": 200, "writes": 0, "time_ms": out["time_ms"]}
+    assert "W http: no complete answer within 3 s (request deadline); giving up" in log
+    assert took < 3 + 2.5, took

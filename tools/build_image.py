@@ -16,8 +16,14 @@ Segments after the first one hold deterministic pseudo-random bytes (from `seed`
 images of any size can be produced quickly.  With `size` given the image is exactly `size`
 bytes, rounded up to a multiple of 16 (every valid image length is a multiple of 16); the
 minimum is 352 bytes.  `seed % 4` also picks how many padding bytes precede the checksum.
+With `payload` (bytes, e.g. the code of a real program) the IROM segment holds exactly that,
+zero-padded to a multiple of 4, instead of filler; `size` cannot be combined with it.
 
-Usage: python tools/build_image.py --version 1.2.3 [--size N] [--chip-id 9] [--project NAME] -o out.bin
+Usage: python tools/build_image.py --version 1.2.3 [--size N] [--secure-version N] [--chip-id 9]
+       [--project NAME] -o out.bin
+
+--secure-version sets esp_app_desc_t.secure_version (anti-rollback: firmware/anti_rollback.py).
+Sign the result with tools/sign_image.py.
 """
 import argparse
 import hashlib
@@ -108,10 +114,17 @@ def _fill(rng, n):
 
 def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP32S3,
                 elf_sha256=None, secure_version=0, idf_version="v5.2.2", date="Nov 24 2026",
-                time_="12:00:00", seed=0):
-    """Return a complete app image (bytes).  See the module docstring for the layout."""
+                time_="12:00:00", seed=0, payload=None, min_rev_full=0, max_rev_full=MAX_REV_FULL):
+    """Return a complete app image (bytes).  See the module docstring for the layout.
+    min_rev_full / max_rev_full: the chip revisions (major * 100 + minor) it may run on."""
     desc = app_desc(version, project_name, time_, date, idf_version, elf_sha256, secure_version)
-    if size is None:
+    code = None
+    if payload is not None:
+        if size is not None:
+            raise ValueError("give size or payload, not both")
+        code = bytes(payload) + b"\0" * (-len(payload) % 4)
+        drom, dram, iram, irom = APP_DESC_LEN, DRAM_LEN, IRAM_LEN, len(code)
+    elif size is None:
         drom, dram, iram, irom = DEFAULT_DROM, DRAM_LEN, IRAM_LEN, DEFAULT_IROM
     else:
         size = (int(size) + 15) & ~15
@@ -119,21 +132,21 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
         # of 4 (the bootloader rejects others), so padding + checksum is 4, 8, 12 or 16 bytes:
         # the seed picks which, so tests meet every case a real build can produce.
         tail = 4 * (1 + seed % 4)
-        payload = size - DIGEST_LEN - tail - OVERHEAD
-        if payload < APP_DESC_LEN:
+        room = size - DIGEST_LEN - tail - OVERHEAD
+        if room < APP_DESC_LEN:
             raise ValueError("size %d is too small (minimum %d)"
                              % (size, APP_DESC_LEN + OVERHEAD + 16 + DIGEST_LEN))
-        drom, dram, iram, irom = _split(payload, APP_DESC_LEN)
+        drom, dram, iram, irom = _split(room, APP_DESC_LEN)
 
     rng = random.Random(seed)
     seg_data = [desc + _fill(rng, drom - APP_DESC_LEN), _fill(rng, dram), _fill(rng, iram),
-                _fill(rng, irom)]
+                code if code is not None else _fill(rng, irom)]
 
     out = bytearray()
     out += struct.pack("<BBBBI", IMAGE_MAGIC, N_SEGMENTS, SPI_MODE_DIO, FLASH_16MB_80M,
                        IRAM_BASE + 0x4)
     # wp pin, 3 drive-strength bytes, chip id, legacy min rev, min/max rev full, reserved, hash
-    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, 0, MAX_REV_FULL,
+    out += struct.pack("<BBBBHBHH4sB", 0xEE, 0, 0, 0, chip_id, 0, min_rev_full, max_rev_full,
                        b"\0" * 4, 1)
     checksum = CHECKSUM_MAGIC
     for index, data in enumerate(seg_data):
@@ -157,6 +170,13 @@ def build_image(version, project_name="micropython", size=None, chip_id=CHIP_ESP
     return bytes(out)
 
 
+def _u32(text):
+    v = int(text, 0)
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError("must be 0..4294967295")
+    return v
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build a valid ESP32-S3 app image.")
     ap.add_argument("--version", required=True, help="esp_app_desc_t version string")
@@ -164,15 +184,24 @@ def main(argv=None):
     ap.add_argument("--size", type=lambda s: int(s, 0), default=None,
                     help="total image size in bytes (rounded up to a multiple of 16)")
     ap.add_argument("--chip-id", type=int, default=CHIP_ESP32S3)
-    ap.add_argument("--secure-version", type=int, default=0)
+    ap.add_argument("--secure-version", type=_u32, default=0,
+                    help="esp_app_desc_t.secure_version (anti-rollback), 0..4294967295")
+    ap.add_argument("--min-rev-full", type=int, default=0, help="lowest chip revision, e.g. 1 = v0.1")
+    ap.add_argument("--max-rev-full", type=int, default=MAX_REV_FULL, help="highest chip revision")
     ap.add_argument("--idf-version", default="v5.2.2")
     ap.add_argument("--elf-sha256", default=None, help="64 hex digits")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler data")
+    ap.add_argument("--payload", help="file whose bytes make the IROM segment (instead of filler)")
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args(argv)
     elf = bytes.fromhex(args.elf_sha256) if args.elf_sha256 else None
+    payload = None
+    if args.payload:
+        with open(args.payload, "rb") as f:
+            payload = f.read()
     image = build_image(args.version, args.project, args.size, args.chip_id, elf,
-                        args.secure_version, args.idf_version, seed=args.seed)
+                        args.secure_version, args.idf_version, seed=args.seed, payload=payload,
+                        min_rev_full=args.min_rev_full, max_rev_full=args.max_rev_full)
     with open(args.output, "wb") as f:
         f.write(image)
     print("%s: %d bytes, version %s" % (args.output, len(image), args.version))

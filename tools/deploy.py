@@ -125,6 +125,9 @@ def compile_mpy(src_rel, arch, cache):
         if arch:
             cmd.append("-march=" + arch)
         proc = subprocess.run(cmd + [src], capture_output=True, text=True)
+        if proc.returncode != 0 and not arch and "invalid arch" in proc.stderr:
+            return src_rel, src  # native code (viper kernels) for a board without an emitter:
+            # ship the source, whose import fails there and falls back (firmware/delta_ops.py)
         if proc.returncode != 0:
             raise DeployError("mpy-cross %s: %s" % (src_rel, proc.stderr.strip()))
         os.replace(tmp, dest)  # atomic: a concurrent deploy never reads half a file

@@ -12,9 +12,26 @@
 #   (For a message that is a whole number of blocks, SET_MESSAGE_END makes the hardware pad.)
 # - The 256-bit result is read from RD_RESULT_0..7 (little-endian words = the digest's bytes in
 #   order), then SET_RESULT_FINISH clears it. QUERY_BUSY must read 0 before each step.
-# - The HMAC, SHA and DS clocks must run and their resets be released (SYSTEM_PERIP_CLK_EN1 /
-#   SYSTEM_PERIP_RST_EN1; DS otherwise holds SHA in reset, as ESP-IDF's esp_hmac notes); the
-#   previous clock/reset bits are restored afterwards.
+# - SET_RESULT_FINISH: its one field is HMAC_SET_RESULT_END at bit 0 ("exit upstream mode and
+#   clear calculation results"; ESP-IDF components/soc/esp32c5/register/soc/hmac_reg.h lines
+#   110-116, the same in the esp32c6/esp32h2 headers; ESP-IDF has no generated esp32s3 header),
+#   so this driver writes 1. ESP-IDF's hmac_ll_calc_finish() writes 2 on every chip
+#   (components/esp_hal_security/esp32s3/include/hal/hmac_ll.h line 220, since commit 1c3be690
+#   "HMAC upstream support for S3"), a reserved bit. It never depends on it: esp_hmac_calculate()
+#   (components/esp_security/src/esp_hmac.c line 74) enables the peripheral through
+#   esp_crypto_hmac_enable_periph_clk(true), which pulses its reset (hmac_ll_reset_register,
+#   components/esp_security/src/esp_crypto_periph_clk.c lines 119-127), so every calculation
+#   starts from reset whatever the last one left. This driver does the same (see below) and
+#   writes the documented bit, so it is right either way.
+# - The HMAC, SHA and DS clocks must run and their resets be pulsed then released
+#   (SYSTEM_PERIP_CLK_EN1 / SYSTEM_PERIP_RST_EN1; DS otherwise holds SHA in reset: esp_hmac.c
+#   line 73, and esp_crypto_periph_clk.c resets SHA and DS on enable too, lines 68-83 / 132-140).
+#   The previous clock/reset bits are restored afterwards.
+# - Not done: ESP-IDF also takes esp_crypto_hmac_lock_acquire() (esp_hmac.c line 71), which takes
+#   the SHA/AES lock (components/esp_security/src/esp_crypto_lock.c lines 61-65), so no other task
+#   uses the SHA engine meanwhile. MicroPython has no binding to that lock. Our own task is busy
+#   here, but another ESP-IDF task (e.g. the Wi-Fi supplicant with hardware SHA) could collide;
+#   the activation server then rejects the HMAC and activation asks for a new challenge.
 # Key block: the `key_block` argument, else configure(n), else the first efuse key block whose
 # purpose is HMAC_UP (scan of EFUSE_RD_REPEAT_DATA1/2).
 
@@ -27,6 +44,7 @@ SET_MESSAGE_ONE = HMAC_BASE + 0x50
 SET_MESSAGE_ING = HMAC_BASE + 0x54
 SET_MESSAGE_END = HMAC_BASE + 0x58
 SET_RESULT_FINISH = HMAC_BASE + 0x5C
+RESULT_END = 1                   # HMAC_SET_RESULT_END, bit 0 of SET_RESULT_FINISH (see above)
 QUERY_ERROR = HMAC_BASE + 0x68
 QUERY_BUSY = HMAC_BASE + 0x6C
 WR_MESSAGE = HMAC_BASE + 0x80   # 16 words
@@ -42,6 +60,9 @@ CRYPTO_DS = 1 << 4
 CRYPTO_HMAC = 1 << 5
 CRYPTO_BITS = CRYPTO_SHA | CRYPTO_DS | CRYPTO_HMAC
 
+# ESP-IDF components/soc/esp32s3/register/soc/efuse_reg.h: EFUSE_RD_REPEAT_DATA1_REG (line 311)
+# holds KEY_PURPOSE_0/1 (lines 422-432), EFUSE_RD_REPEAT_DATA2_REG (437) KEY_PURPOSE_2..5
+# (441-465); the same bits as components/efuse/esp32s3/esp_efuse_table.csv lines 154-159.
 EFUSE_BASE = 0x60007000
 EFUSE_RD_REPEAT_DATA1 = EFUSE_BASE + 0x34  # KEY_PURPOSE_0 [27:24], KEY_PURPOSE_1 [31:28]
 EFUSE_RD_REPEAT_DATA2 = EFUSE_BASE + 0x38  # KEY_PURPOSE_2..5 at [3:0] [7:4] [11:8] [15:12]
@@ -52,6 +73,13 @@ BUSY_POLLS = 100000
 MASK32 = 0xFFFFFFFF
 
 _configured_block = None
+
+
+def key_purposes(read_word):
+    """The six efuse KEY_PURPOSE values (KEY0..KEY5); read_word(addr) reads a 32-bit register."""
+    w1 = read_word(EFUSE_RD_REPEAT_DATA1)
+    w2 = read_word(EFUSE_RD_REPEAT_DATA2)
+    return [(w1 >> 24) & 0xF, (w1 >> 28) & 0xF] + [(w2 >> (4 * i)) & 0xF for i in range(4)]
 
 
 class HmacError(OSError):
@@ -92,10 +120,7 @@ class Hmac:
         self.mem[addr] = value & MASK32
 
     def key_purposes(self):
-        """The six efuse KEY_PURPOSE values."""
-        w1 = self._rd(EFUSE_RD_REPEAT_DATA1)
-        w2 = self._rd(EFUSE_RD_REPEAT_DATA2)
-        return [(w1 >> 24) & 0xF, (w1 >> 28) & 0xF] + [(w2 >> (4 * i)) & 0xF for i in range(4)]
+        return key_purposes(self._rd)
 
     def find_key_block(self):
         p = self.key_purposes()
@@ -133,6 +158,7 @@ class Hmac:
         clk = self._rd(PERIP_CLK_EN1)
         rst = self._rd(PERIP_RST_EN1)
         self._wr(PERIP_CLK_EN1, clk | CRYPTO_BITS)
+        self._wr(PERIP_RST_EN1, rst | CRYPTO_BITS)   # reset pulse, as ESP-IDF's enable does
         self._wr(PERIP_RST_EN1, rst & ~CRYPTO_BITS)
         try:
             return self._run(bytes(msg), key_block, hw_pad)
@@ -150,7 +176,7 @@ class Hmac:
         self._wr(SET_PARA_FINISH, 1)
         self._wait_idle()
         if self._rd(QUERY_ERROR):
-            self._wr(SET_RESULT_FINISH, 1)
+            self._wr(SET_RESULT_FINISH, RESULT_END)
             raise HmacError("efuse key block %d is not an HMAC_UP key" % key_block)
         n = len(msg)
         if hw_pad and n and n % 64 == 0:
@@ -175,7 +201,7 @@ class Hmac:
             w = self._rd(RD_RESULT + 4 * i)
             for j in range(4):
                 out[4 * i + j] = (w >> (8 * j)) & 0xFF
-        self._wr(SET_RESULT_FINISH, 1)
+        self._wr(SET_RESULT_FINISH, RESULT_END)
         return bytes(out)
 
 

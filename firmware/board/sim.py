@@ -3,7 +3,11 @@
 # Everything that cannot exist here is modelled from one file, sim.json, in the device root:
 #   {"flash": "flash.bin", "mac": "D4:06:06:B6:A9:FB", "serial": null, "hmac_key": "<hex>",
 #    "chip_revision": 2, "psram_size": 16777216, "wifi": {"ssid": ..., "rssi": ..., ...},
-#    "screenshots": "screens"}
+#    "screenshots": "screens", "secure_boot_digests": ["<64 hex>", ...], "efuse_secure_version": 0,
+#    "rollback": true}
+# secure_boot_digests stands for the efuse SECURE_BOOT_DIGEST0..2 blocks of a chip with Secure
+# Boot V2 enabled (absent or empty: Secure Boot off).
+# ("rollback": false simulates a build without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE.)
 # Creating the Board is a power-on: the simulated bootloader picks the app slot from otadata.
 import json
 import sys
@@ -30,7 +34,8 @@ class Board(HeapWatch):
         self.type = config.get("board_type") or "esp-box-3"
         self.name = config.get("board_name") or self.type
         self.flash = NorFlash(self.sim.get("flash", "flash.bin"))
-        self.chip = sim_partition.Chip(self.flash)
+        self.chip = sim_partition.Chip(self.flash, self.sim.get("rollback", True))
+        app_image.set_chip_revision(self.chip_info()["revision"])  # the bootloader checks it too
         sim_partition.install(self.chip)
         sim_partition.run_bootloader(self.chip, _log.warning)
         self.Partition = sim_partition.Partition
@@ -55,6 +60,13 @@ class Board(HeapWatch):
             raise OSError("no HMAC key in efuse")
         import binascii
         return hmac_sha256.hmac_sha256(binascii.unhexlify(key), msg)
+
+    def secure_boot_digests(self):
+        from firmware.secure_boot import parse_digest
+        return [parse_digest(d) for d in self.sim.get("secure_boot_digests") or []]
+
+    def efuse_secure_version(self):
+        return int(self.sim.get("efuse_secure_version") or 0)
 
     def chip_info(self):
         return {"model": 9, "cores": 2, "revision": self.sim.get("chip_revision", 2),
@@ -103,6 +115,12 @@ class Board(HeapWatch):
 
     def screenshot_dir(self):
         return self.sim.get("screenshots")
+
+    def watchdog(self, timeout_ms):
+        """machine.WDT(0, timeout_ms) of the simulated chip; not fed in time, it resets the board
+        through reboot() (firmware/board/sim_watchdog.py)."""
+        from firmware.board import sim_watchdog
+        return sim_watchdog.make(timeout_ms, self.reboot)
 
     def reboot(self):
         _log.info("reboot")

@@ -10,8 +10,9 @@ _chip = None  # set by install(); one simulated chip per process, like the real 
 
 
 class Chip:
-    def __init__(self, flash):
+    def __init__(self, flash, rollback=True):
         self.flash = flash
+        self.rollback = rollback  # CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE of the simulated build
         table = bytearray(partition_table.MAX_LEN)
         flash.read(partition_table.OFFSET, table)
         self.table = partition_table.parse(table)
@@ -112,7 +113,9 @@ class Partition:
             raise OSError("set_boot: %s is not an OTA app partition" % self._info[4])
         if not _verifies(self):
             raise OSError("set_boot: image in %s does not verify" % self._info[4])
-        chip.otadata.set_boot(slot, len(chip.slots))
+        # ESP-IDF components/app_update/esp_ota_ops.c set_new_state_otadata (lines 127-135)
+        state = otadata.NEW if chip.rollback else otadata.UNDEFINED
+        chip.otadata.set_boot(slot, len(chip.slots), state)
 
     def get_next_update(self):
         chip = _need_chip()
@@ -125,10 +128,14 @@ class Partition:
     def mark_app_valid_cancel_rollback():
         chip = _need_chip()
         od = chip.otadata
-        act = od.active()
+        # bootloader_common_get_active_otadata: the newest entry that is not INVALID/ABORTED
+        # (bootloader_common_loader.c lines 72-91), so an aborted image is never revived
+        act = od.active(bootable_only=True)
         if act >= 0:
+            # esp_ota_ops.c esp_ota_current_ota_is_workable (line 1192): any state but VALID
+            # becomes VALID, with or without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
             e = od.entries()[act]
-            if e.state == otadata.PENDING_VERIFY and chip.slots[(e.seq - 1) % len(chip.slots)] == chip.running:
+            if e.state != otadata.VALID:
                 od.write(act, e.seq, otadata.VALID)
         return None
 
@@ -163,8 +170,9 @@ def ota_state_of_running():
 
 
 def run_bootloader(chip, log=None):
-    """The second-stage bootloader with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE: pick the slot,
-    abort an image still pending verification from its previous boot, fall back past images
+    """The second-stage bootloader: pick the slot, abort an image still pending verification
+    from its previous boot and mark a new one pending (only with CONFIG_BOOTLOADER_APP_ROLLBACK_
+    ENABLE, chip.rollback: bootloader_utility.c lines 394-403, 444-450), fall back past images
     that do not verify. Sets chip.running and returns its info tuple."""
     od = chip.otadata
     while True:
@@ -173,6 +181,9 @@ def run_bootloader(chip, log=None):
             selected = 0
             break
         e = od.entries()[act]
+        if not chip.rollback:
+            selected = (e.seq - 1) % len(chip.slots)
+            break
         if e.state == otadata.PENDING_VERIFY:
             od.write(act, e.seq, otadata.ABORTED)
             if log:

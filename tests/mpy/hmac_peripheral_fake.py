@@ -6,14 +6,25 @@
 # a wrong result), the outer hash follows, the key is used only when its efuse purpose matches.
 # It is strict where the silicon is undefined: register use while unclocked or in reset, writes
 # while busy, steps out of the TRM's order -> FakeViolation.
+#
+# SET_RESULT_FINISH (+0x5c): its one field is HMAC_SET_RESULT_END at bit 0 (ESP-IDF
+# components/soc/esp32c5/register/soc/hmac_reg.h lines 110-116; esp32c6/esp32h2 the same). A write
+# without bit 0 (ESP-IDF's hmac_ll_calc_finish writes 2, esp32s3 hmac_ll.h line 220) sets only a
+# reserved bit: the result stays and the peripheral does not go back to idle, so the next START
+# is refused -- unless the peripheral was reset in between, which is what ESP-IDF does on every
+# enable (esp_crypto_periph_clk.c lines 119-127: hmac_ll_reset_register pulses SYSTEM_CRYPTO_HMAC_RST).
+# Addresses: SYSTEM_PERIP_CLK_EN1_REG = 0x600C001C, SYSTEM_PERIP_RST_EN1_REG = 0x600C0024,
+# CRYPTO_SHA/DS/HMAC at bits 2/4/5 (components/soc/esp32s3/register/soc/system_reg.h lines 299,
+# 332-350, 561, 594-600). eFuse key purposes come from efuse_fake (built from ESP-IDF's table).
 import hashlib
+
+from efuse_fake import Efuse
 
 HMAC_BASE = 0x6003E000
 SYSTEM_CLK = 0x600C001C
 SYSTEM_RST = 0x600C0024
-EFUSE_PURPOSE_1 = 0x60007034
-EFUSE_PURPOSE_2 = 0x60007038
 BITS = (1 << 2) | (1 << 4) | (1 << 5)
+HMAC_RST = 1 << 5
 
 _K = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -56,6 +67,11 @@ class FakeChip:
     def __init__(self, keys, purposes, busy_reads=3, clk=0, rst=BITS):
         self.keys = keys
         self.purposes = list(purposes)
+        self.efuse = Efuse()
+        for i, p in enumerate(self.purposes):
+            self.efuse.set("KEY_PURPOSE_%d" % i, p)
+        self.resets = 0        # reset pulses of the HMAC block
+        self.finish_values = []
         self.busy_reads = busy_reads
         self.regs = {SYSTEM_CLK: clk, SYSTEM_RST: rst}
         self.state = "idle"
@@ -99,12 +115,8 @@ class FakeChip:
 
     # -- mem32 interface
     def __getitem__(self, addr):
-        if addr == EFUSE_PURPOSE_1:
-            p = self.purposes
-            return (p[0] << 24) | (p[1] << 28)
-        if addr == EFUSE_PURPOSE_2:
-            p = self.purposes
-            return p[2] | (p[3] << 4) | (p[4] << 8) | (p[5] << 12)
+        if self.efuse.covers(addr):
+            return self.efuse[addr]
         if addr in (SYSTEM_CLK, SYSTEM_RST):
             return self.regs[addr]
         off = addr - HMAC_BASE
@@ -129,10 +141,13 @@ class FakeChip:
 
     def __setitem__(self, addr, value):
         if addr in (SYSTEM_CLK, SYSTEM_RST):
+            if addr == SYSTEM_RST and value & HMAC_RST and not self.regs[addr] & HMAC_RST:
+                self.resets += 1
             self.regs[addr] = value & M
-            if not self._powered():  # clock off or reset: the peripheral forgets everything
-                self.state = "idle"
+            if self.regs[SYSTEM_RST] & HMAC_RST:  # held in reset: the peripheral forgets all
+                self.state = "idle"             # (a stopped clock only freezes it)
                 self.busy = 0
+                self.result = None
             return
         off = addr - HMAC_BASE
         if not 0 <= off < 0x100:
@@ -152,6 +167,9 @@ class FakeChip:
             raise FakeViolation("write of unmodelled HMAC register +0x%x" % off)
         self.log.append(name)
         if name == "START":
+            if self.state in ("done", "error"):
+                raise FakeViolation("START while the last result was not released "
+                                    "(SET_RESULT_FINISH bit 0, or a reset)")
             self._need("idle")
             self.state = "config"
             self.error = 0
@@ -202,8 +220,9 @@ class FakeChip:
             self._finish()
         elif name == "RESULT_FINISH":
             self._need("done", "error")
-            if value & 1 == 0:
-                raise FakeViolation("RESULT_FINISH without bit 0")
+            self.finish_values.append(value)
+            if value & 1 == 0:  # only a reserved bit: upstream mode is not left
+                return
             self.state = "idle"
             self.result = None
             self.error = 0

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Secure Boot V2 checking on the MicroPython unix port: what it adds to an update.
+
+    python tools/bench_signature.py [--no-update]
+
+Signs a 4 MiB image with a throwaway espsecure key (in a temporary folder), then in micropython:
+
+- rsa3072_verify_ms: one firmware/rsa_pss.verify of that signature (median of 21 runs);
+- finish_ms: SignatureCheck.finish: sector read-back, layout, CRCs, key digest, RSA-PSS verify;
+- update_4MiB_ms: SignatureCheck.update over the whole signed file in 4 KiB chunks (the header
+  walk and the SHA-256 of the signed part), beside sha256_4MiB_ms, hashlib.sha256 alone over the
+  same chunks, and loop_4MiB_ms, the loop reading the file into the chunk buffer (subtracted
+  from both);
+- heap_check_bytes: what a SignatureCheck holds (hash object, header scratch) -- the live heap it
+  adds for the whole update; heap_finish_alloc_bytes: everything finish() allocates, GC off (an
+  upper bound of its transient peak: the bignums, the decoded EM, MGF1), with the sector read
+  into the caller's 4 KiB buffer as the updater will; heap_finish_peak_bytes: the smallest free
+  heap finish() succeeds in (ballast fills the rest; binary search in 64-byte steps): its real
+  transient peak.
+- added_vs_update: (update + finish) / the time tools/bench.py's engine takes for a 4 MiB update
+  (median of 3 rounds of its "rate" run; skipped with --no-update). Goal: <= 0.05.
+
+Prints one JSON object. (To be folded into `make bench` once the check is an update stage.)
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import build_image  # noqa: E402
+
+MICROPYTHON = os.environ.get("MICROPYTHON") or os.path.join(os.path.dirname(sys.executable), "micropython")
+SIZE = 4 * 1024 * 1024
+
+DEVICE = r"""
+import gc, json, time, binascii
+from firmware import secure_boot, rsa_pss
+a = json.loads(ARGS)
+trusted = [binascii.unhexlify(a["digest"])]
+buf = bytearray(4096)
+
+def feed(sink):
+    t = time.ticks_us()
+    with open(a["path"], "rb") as f:
+        while f.readinto(buf) == 4096:
+            if sink is not None:
+                sink(buf)
+    return time.ticks_diff(time.ticks_us(), t) / 1000
+
+out = {}
+loop = min(feed(None) for _ in range(3))
+out["loop_4MiB_ms"] = round(loop, 1)
+import hashlib
+out["sha256_4MiB_ms"] = round(min(feed(hashlib.sha256().update) for _ in range(3)) - loop, 1)
+gc.collect()
+m0 = gc.mem_alloc()
+chk = secure_boot.SignatureCheck(trusted)
+gc.collect()
+out["heap_check_bytes"] = gc.mem_alloc() - m0
+out["update_4MiB_ms"] = round(feed(chk.update) - loop, 1)
+f = open(a["path"], "rb")
+def read(off, view):
+    f.seek(off)
+    f.readinto(view)
+gc.collect()
+gc.disable()
+m0 = gc.mem_alloc()
+t = time.ticks_us()
+ok = chk.finish(read, buf)
+out["finish_ms"] = round(time.ticks_diff(time.ticks_us(), t) / 1000, 2)
+out["heap_finish_alloc_bytes"] = gc.mem_alloc() - m0
+gc.enable()
+assert ok and chk.block == 0
+blk = memoryview(buf)
+read(chk.signed, blk)
+f.close()
+sig, n, d = blk[812:1196], blk[36:420], bytes(blk[4:36])
+times = []
+for _ in range(21):
+    t = time.ticks_us()
+    assert rsa_pss.verify(d, sig, n, 65537, 3072)
+    times.append(time.ticks_diff(time.ticks_us(), t) / 1000)
+out["rsa3072_verify_ms"] = round(sorted(times)[10], 2)
+print(json.dumps(out))
+"""
+
+# How much free heap finish() needs: everything up to it as above, then ballast leaves exactly
+# FREE bytes free (after a collection) and finish() must succeed in them.
+FIT = r"""
+import gc, json, binascii
+from firmware import secure_boot
+a = json.loads(ARGS)
+buf = bytearray(4096)
+chk = secure_boot.SignatureCheck([binascii.unhexlify(a["digest"])])
+f = open(a["path"], "rb")
+while f.readinto(buf):
+    chk.update(buf)
+def read(off, view):
+    f.seek(off)
+    f.readinto(view)
+ballast = []
+gc.collect()
+while gc.mem_free() > FREE + 1024:
+    ballast.append(bytearray(512))
+while gc.mem_free() > FREE + 32:
+    ballast.append(bytearray(16))
+gc.collect()
+print(json.dumps({"ok": chk.finish(read, buf), "free": gc.mem_free()}))
+"""
+
+
+def espsecure(*args):
+    subprocess.run([sys.executable, "-m", "espsecure"] + [str(a) for a in args], check=True,
+                   capture_output=True)
+
+
+def finish_peak(args):
+    """Smallest free heap (bytes, 64-byte steps) in which finish() succeeds."""
+    def fits(free):
+        p = subprocess.run([MICROPYTHON, "-c", "ARGS = %r\nFREE = %d\n" % (json.dumps(args), free) + FIT],
+                           env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True,
+                           timeout=120)
+        return p.returncode == 0 and '"ok": true' in p.stdout
+    lo, hi = 0, 64 * 1024
+    if not fits(hi):
+        return None
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def update_seconds():
+    import bench
+    work = tempfile.mkdtemp(prefix="bench-sig-")
+    r = bench.Bench(work).run("rate", "4MiB", rounds=3)
+    return statistics.median(r["update_s"])
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    with tempfile.TemporaryDirectory() as tmp:
+        key = os.path.join(tmp, "k.pem")
+        espsecure("generate-signing-key", "--version", "2", "--scheme", "rsa3072", key)
+        dig = os.path.join(tmp, "d.bin")
+        espsecure("digest-sbv2-public-key", "--keyfile", key, "--output", dig)
+        image = build_image.build_image("1.1.0", size=SIZE - 4096 - 48, seed=5)
+        src = os.path.join(tmp, "app.bin")
+        with open(src, "wb") as f:
+            f.write(image)
+        signed = os.path.join(tmp, "app-signed.bin")
+        espsecure("sign-data", "--version", "2", "--keyfile", key, "--output", signed, src)
+        with open(dig, "rb") as f:
+            args = {"path": signed, "digest": f.read().hex()}
+        env = dict(os.environ, MICROPYPATH=ROOT)
+        p = subprocess.run([MICROPYTHON, "-c", "ARGS = %r\n" % json.dumps(args) + DEVICE],
+                           env=env, capture_output=True, text=True, timeout=600)
+        if p.returncode:
+            print(p.stdout, p.stderr, file=sys.stderr)
+            return 1
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        out["signed_file_bytes"] = os.path.getsize(signed)
+        small = os.path.join(tmp, "small.bin")
+        with open(src, "wb") as f:
+            f.write(build_image.build_image("1.1.0", size=65536, seed=6))
+        espsecure("sign-data", "--version", "2", "--keyfile", key, "--output", small, src)
+        out["heap_finish_peak_bytes"] = finish_peak(dict(args, path=small))
+    if "--no-update" not in argv:
+        upd = update_seconds()
+        out["update_4MiB_s"] = round(upd, 3)
+        out["added_vs_update"] = round((out["update_4MiB_ms"] + out["finish_ms"]) / 1000 / upd, 4)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
