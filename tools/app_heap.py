@@ -24,7 +24,24 @@ import ota_server  # noqa: E402
 MICROPYTHON = os.environ.get("MICROPYTHON") or os.path.join(os.path.dirname(sys.executable), "micropython")
 IMAGE_SIZE = 1024 * 1024
 
-DRIVER = r"""
+# Device-side (MicroPython): leave only free_kib of free heap, in 1 KiB pieces that fill any
+# hole, then hand back exactly enough of them; returns (ballast, free heap).
+BALLAST = r"""
+def leave_free(free_kib):
+    import gc
+    gc.collect()
+    n = (gc.mem_free() - free_kib * 1024) // 1056
+    ballast = [None] * max(n, 0)
+    for i in range(len(ballast)):
+        ballast[i] = bytearray(1024)
+    gc.collect()
+    while ballast and gc.mem_free() < free_kib * 1024:
+        ballast.pop()
+        gc.collect()
+    return ballast, gc.mem_free()
+"""
+
+DRIVER = BALLAST + r"""
 import gc, json, os, sys
 a = json.loads(os.getenv('APP_HEAP'))
 free_before = None
@@ -38,16 +55,7 @@ if a['free_kib']:
     from firmware.display import sim_panel
     lcd = sim_panel.make_lcd()  # simulated hardware: the panel's own memory
     sim.Board.display = lambda self: lcd
-    gc.collect()
-    n = (gc.mem_free() - a['free_kib'] * 1024) // 1056
-    ballast = [None] * max(n, 0)
-    for i in range(len(ballast)):
-        ballast[i] = bytearray(1024)
-    gc.collect()
-    while ballast and gc.mem_free() < a['free_kib'] * 1024:
-        ballast.pop()
-        gc.collect()
-    free_before = gc.mem_free()
+    ballast, free_before = leave_free(a['free_kib'])
 from firmware import app
 code = 0
 try:
@@ -101,14 +109,15 @@ class AppHeap:
 
     def min_heapsize(self, lo=64, hi=1024):
         """Smallest -X heapsize (KiB) in which the app installs the update (None: not even hi)."""
-        return _search(lambda k: self.attempt(heapsize_kib=k)[0], lo, hi)
+        return smallest(lambda k: self.attempt(heapsize_kib=k)[0], lo, hi)
 
     def min_free(self, lo=8, hi=512):
         """Frozen-like: smallest free heap (KiB) left after imports that the app needs."""
-        return _search(lambda k: self.attempt(heapsize_kib=4096, free_kib=k)[0], lo, hi)
+        return smallest(lambda k: self.attempt(heapsize_kib=4096, free_kib=k)[0], lo, hi)
 
 
-def _search(works, lo, hi):
+def smallest(works, lo, hi):
+    """Binary search: the smallest k in (lo, hi] for which works(k) (None: not even hi)."""
     if not works(hi):
         return None
     while hi - lo > 1:

@@ -91,7 +91,7 @@ vfs,      data, fat,     0xb10000, 0x4f0000,
 """
 
 # Runs under micropython in a device root. BENCH_ARGS: {"mode", "url", "size", "md5", ...}.
-DEVICE = r"""
+DEVICE = app_heap.BALLAST + r"""
 import gc, json, os, time, hashlib, socket, binascii, sys
 import array
 a = json.loads(os.getenv('BENCH_ARGS'))
@@ -126,14 +126,7 @@ from firmware.board import sim, sim_partition
 from firmware import updater
 from firmware.update import commit, pipeline
 if mode in ('frozen', 'fit') and a.get('free_kib'):
-    # Ballast: leave only free_kib of free heap (1 KiB pieces fill any hole).
-    gc.collect()
-    n = (gc.mem_free() - a['free_kib'] * 1024) // 1056
-    ballast = [None] * max(n, 0)
-    for i in range(len(ballast)):
-        ballast[i] = bytearray(1024)
-    gc.collect()
-    out['free_before'] = gc.mem_free()
+    ballast, out['free_before'] = leave_free(a['free_kib'])
 if mode == 'consumers':
     gc.collect()
     m0 = gc.mem_alloc()
@@ -506,15 +499,7 @@ class Bench:
         return None if k is None else round(best[k] / KIB, 1)
 
     def _search(self, works, lo=8, hi=512):
-        if works(hi) is None:  # lo fails, hi succeeds
-            return None
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if works(mid) is None:
-                lo = mid
-            else:
-                hi = mid
-        return hi
+        return app_heap.smallest(lambda k: works(k) is not None, lo, hi)
 
 
 def minimum_ops(size):
