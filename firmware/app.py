@@ -21,8 +21,8 @@ import json
 import os
 import sys
 
-from firmware import activation, install_record, log, ota_check, retry, status, sysinfo
-from firmware import tls_config, watchdog
+from firmware import activation, install_record, log, mqtt_config, ota_check, retry, status
+from firmware import sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -75,8 +75,8 @@ class App:
         self.backoff = retry.Backoff.from_config(config)
         self.crash_backoff = retry.Backoff.from_config(config)
         self.until = _run_until(config)
-        self._mqtt_off_logged = False
         self.running_version = sysinfo.application(board)["version"]
+        self.mqtt_off = None          # why upgrade pushes are off (logged once per change)
 
     # ---- the machine ---------------------------------------------------------------------------
 
@@ -219,11 +219,9 @@ class App:
         self.display.show_idle(self.running_version)
         listen = self._mqtt_listener()
         if listen is not None:
-            outcome = listen(self)
-            if outcome == "reboot":
+            if listen(self) == "reboot":  # else it listened (or idled) for the whole interval
                 self.board.reboot()
-            if outcome != "not configured":
-                return CHECK
+            return CHECK
         delay = retry.jittered(config_mod.number(self.config, "recheck_interval_s", DEFAULT_RECHECK_S))
         _log.info("idle; next OTA check in %d s", int(delay))
         self.sleep(delay)
@@ -295,22 +293,25 @@ class App:
         return True
 
     def _mqtt_listener(self):
-        mcfg = self.config.get("mqtt") or {}
+        """mqtt_ota.listen when upgrade pushes can run (mqtt_config's broker rule), else None."""
         stored = self.board.settings.get(ota_check.K_MQTT)
-        if not mcfg.get("host") and not (isinstance(stored, dict) and stored.get("endpoint")):
-            return None
-        try:
-            from firmware import mqtt_ota
-        except ImportError:
-            return None
-        try:  # settings it cannot use (no product_id): listen() would idle unfed for an hour
-            mqtt_ota.Settings(self.config, stored, self.board.mac())
-        except ValueError as e:
-            if not self._mqtt_off_logged:
-                self._mqtt_off_logged = True
-                _log.error("MQTT upgrade pushes off: %s", e)
-            return None
-        return getattr(mqtt_ota, "listen", None)
+        why = mqtt_config.off_reason(self.config.get("mqtt") or {}, stored, self.board.mac())
+        listen = None
+        if not why:
+            try:
+                from firmware import mqtt_ota
+                # settings it cannot use (no product_id): listen() would idle unfed for an hour
+                mqtt_ota.Settings(self.config, stored, self.board.mac())
+                listen = getattr(mqtt_ota, "listen", None)
+            except ImportError:
+                return None
+            except ValueError as e:
+                why = str(e)
+        if why != self.mqtt_off:  # re-checks ask every interval: say it once per change
+            self.mqtt_off = why
+            if why:
+                _log.info("MQTT upgrade pushes off: %s", why)
+        return listen
 
 
 class _Progress:

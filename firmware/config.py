@@ -20,8 +20,9 @@ DEFAULTS = {
     "recheck_interval_s": 3600,
     "offline_s": 1800,
     "fatal_reset_s": 10,
-    # mqtt.port None: 1883, or 8883 with tls
-    "mqtt": {"host": None, "port": None, "tls": False, "ca_file": None, "product_id": None,
+    # mqtt.port None: 1883, or 8883 with tls. mqtt.host wins over the OTA check's `mqtt`
+    # section; from_ota_check lets that section name the broker (mqtt_config.py has the rule)
+    "mqtt": {"host": None, "from_ota_check": False, "port": None, "tls": False, "ca_file": None, "product_id": None,
              "device_name": None, "username": None, "password": None, "keepalive": 60,
              "http_base": None, "report_ota_topic": False, "allowed_schemes": ["https", "http"],
              "download_jitter_ms": 5000, "module": "default", "confirm_timeout_s": None,

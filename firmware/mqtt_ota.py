@@ -14,7 +14,7 @@
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import time
 
-from firmware import ithings, log
+from firmware import ithings, log, mqtt_config
 from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
@@ -33,40 +33,20 @@ def _read_file(path):
         return None
 
 
-def _split_endpoint(endpoint, default_port):
-    host, port = endpoint, default_port
-    i = endpoint.rfind(":")
-    if i > 0 and endpoint[i + 1:].isdigit():
-        host, port = endpoint[:i], int(endpoint[i + 1:])
-    return host, port
-
-
 class Settings:
-    """Connection settings: config.json `mqtt`, overridden by the OTA check's `mqtt` section."""
+    """Connection settings: config.json `mqtt`, or the OTA check's `mqtt` section when
+    mqtt_config's rule says that section is the push broker."""
 
     def __init__(self, config, mqtt_settings, mac):
         cfg = config.get("mqtt") or {}
-        over = mqtt_settings if isinstance(mqtt_settings, dict) else {}
-        self.tls = bool(cfg.get("tls"))
-        self.host = cfg.get("host")
-        self.port = cfg.get("port") or (8883 if self.tls else 1883)
-        if over.get("endpoint"):
-            self.host, self.port = _split_endpoint(over["endpoint"], self.port)
-        if self.port == 8883:
-            self.tls = True
-        product_id = cfg.get("product_id")
-        device_name = cfg.get("device_name")
-        client_id = over.get("client_id")
-        if client_id and "&" in client_id and not product_id:
-            product_id, device_name = client_id.split("&", 1)
-        self.topics = ithings.Topics(product_id, device_name or ithings.default_device_name(mac))
-        self.client_id = client_id or self.topics.client_id
-        self.username = over["username"] if "username" in over else cfg.get("username")
-        self.password = over["password"] if "password" in over else cfg.get("password")
-        if self.username == "":
-            self.username = None
-        ka = over.get("keepalive") or cfg.get("keepalive") or 60
-        self.keepalive = ka if isinstance(ka, int) and 0 < ka < 65536 else 60
+        p = mqtt_config.pick(cfg, mqtt_settings)  # the broker rule: config.json wins
+        self.source = p["source"]
+        self.tls, self.host, self.port = p["tls"], p["host"], p["port"]
+        self.topics = ithings.Topics(p["product_id"],
+                                     p["device_name"] or ithings.default_device_name(mac))
+        self.client_id = p["client_id"] or self.topics.client_id
+        self.username, self.password = p["username"], p["password"]
+        self.keepalive = p["keepalive"]
         self.http_base = cfg.get("http_base")
         self.report_ota_topic = bool(cfg.get("report_ota_topic"))
         self.allowed_schemes = cfg.get("allowed_schemes") or ["https", "http"]

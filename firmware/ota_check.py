@@ -1,12 +1,13 @@
 # The OTA check (xiaozhi protocol): POST the board info to ota_url, validate the whole answer,
 # then apply it -- clock, persisted MQTT/WebSocket settings -- and decide on a firmware offer.
 #
-# An answer is checked completely before anything is applied, so a garbage answer changes
-# nothing stored. Every failure is a CheckError with a reason fit for the screen and the log.
+# An answer is checked completely before anything is applied (ota_apply), so a garbage answer
+# changes nothing stored. Every failure is a CheckError with a reason fit for the screen and
+# the log.
 import json
 
 from firmware import http_client as _http_client
-from firmware import install_record, log, sysinfo, tls_config, version
+from firmware import install_record, log, ota_apply, sysinfo, tls_config, version
 
 _log = log.get("ota")
 _request_logged = False
@@ -14,12 +15,9 @@ _request_logged = False
 ANSWER_LIMIT = 16384       # bytes; an OTA answer is a few hundred
 DEFAULT_TIMEOUT_MS = 10000
 DEFAULT_DEADLINE_S = 30    # a whole check request, connect to last byte (slow-loris servers)
-K_MQTT = "mqtt"
-K_WEBSOCKET = "websocket"
-K_TIMEZONE = "timezone"
+K_MQTT = ota_apply.K_MQTT  # the stored `mqtt` section (mqtt_config decides what it drives)
 K_LAST_INSTALL = install_record.KEY
 _NOT_JSON = object()
-_time_logged = False  # info once per boot, then debug: re-checks repeat it every few seconds
 
 
 class CheckError(Exception):
@@ -45,7 +43,7 @@ class Result:
         self.offer = None          # {"url", "version", "force", "size", "md5", "sha256"} or None
         self.firmware_note = None  # why there is (no) offer, for the log
         self.mqtt = None           # the answer's sections (None when absent)
-        self.websocket = None
+        self.websocket = None      # with the fresh token (the stored one may be an hour old)
         self.server_time = None    # {"utc_ms", "timezone", "offset_min"} or None
         self.written = []          # settings keys this check wrote or deleted
         self.headers = None        # the request headers (activation v2 sends the same ones)
@@ -185,66 +183,7 @@ def parse_answer(data, running_version):
     return r
 
 
-# ---- applying --------------------------------------------------------------------------------
-
-def _days_to_civil(z):
-    # Howard Hinnant's days-from-epoch -> (y, m, d); avoids the 1970/2000 time.gmtime split.
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return (y + 1 if m <= 2 else y), m, d
-
-
-def iso_utc(ms):
-    s = int(ms) // 1000
-    y, mo, d = _days_to_civil(s // 86400)
-    r = s % 86400
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, d, r // 3600, (r // 60) % 60, r % 60)
-
-
-def _store(settings, key, value, written):
-    try:
-        if value is None:
-            changed = settings.delete(key)
-        else:
-            changed = settings.set(key, value)
-    except OSError as e:  # a full NVS must not fail the check; the values still apply this boot
-        _log.error("could not store %s: %s", key, e)
-        return False
-    if changed:
-        written.append(key)
-    return changed
-
-
-def apply(board, r):
-    """Set the clock and persist what changed; log each effect."""
-    s = board.settings
-    st = r.server_time
-    if st is not None:
-        global _time_logged
-        board.set_time(st["utc_ms"])
-        (_log.debug if _time_logged else _log.info)(
-            "server time applied: %s UTC (timezone %s, offset %s min)", iso_utc(st["utc_ms"]),
-            st["timezone"] or "-", "-" if st["offset_min"] is None else st["offset_min"])
-        _time_logged = True
-        if st["timezone"] is not None or st["offset_min"] is not None:
-            _store(s, K_TIMEZONE, {"name": st["timezone"], "offset_min": st["offset_min"]}, r.written)
-    if r.mqtt is not None:
-        if _store(s, K_MQTT, r.mqtt, r.written):
-            _log.info("MQTT settings stored (endpoint %s)", r.mqtt.get("endpoint", "-"))
-        else:
-            _log.debug("MQTT settings unchanged")
-    elif _store(s, K_MQTT, None, r.written):
-        _log.info("MQTT settings cleared: the server sent none")
-    if r.websocket is not None and _store(s, K_WEBSOCKET, r.websocket, r.written):
-        _log.info("WebSocket settings stored (%s)", r.websocket.get("url", "-"))
-
+# ---- the firmware decision ------------------------------------------------------------------
 
 def decide(r, settings, retries=install_record.DEFAULT_RETRIES):
     """Fill r.offer / r.firmware_note from the answer's firmware section. retries: how often an
@@ -260,16 +199,16 @@ def decide(r, settings, retries=install_record.DEFAULT_RETRIES):
         r.firmware_note = "ignored: malformed firmware.version %r" % offered
         _log.warning("%s", r.firmware_note)
         return
-    if not url:
-        r.firmware_note = "firmware %s offered without a url" % offered
-        return
     if version.is_valid(r.running_version):
         newer = version.is_newer(offered, r.running_version)
     else:
         newer = False
         _log.warning("running version %r is malformed; only forced offers apply", r.running_version)
-    if not newer and not force:
+    if not newer and not force:  # xiaozhi says "up to date" as the running version, no url
         r.firmware_note = "up to date (running %s, server has %s)" % (r.running_version, offered)
+        return
+    if not url:
+        r.firmware_note = "firmware %s offered without a url" % offered
         return
     # Installed once already: either it runs now (a forced re-install would loop) or it rolled
     # back (installing it again would loop through the bootloader) -- unless it rolled back
@@ -311,7 +250,7 @@ def check(board, config, http=None):
     if status != 200:
         raise CheckError("HTTP %d: %s" % (status, error_text(data, raw)), status)
     r = parse_answer(data, running)
-    apply(board, r)
+    ota_apply.apply(board, r)
     decide(r, board.settings, install_record.retries(config))
     r.headers = h
     _log.info("check ok: %s%s", r.firmware_note,

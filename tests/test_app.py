@@ -125,6 +125,35 @@ def test_a_server_that_comes_back_during_the_backoff_is_reached(tmp_path):
     assert "OTA check failed (1/6)" in p.stdout and "image confirmed" in p.stdout
 
 
+def test_a_chat_gateway_mqtt_section_keeps_the_recheck_interval_and_says_so_once(tmp_path):
+    """xiaozhi-esp32-server's `mqtt` section (its voice-chat gateway, no iThings identity) and no
+    broker in config.json: no pushes, said once at info level, and re-checks keep the interval."""
+    gateway = {"endpoint": "127.0.0.1:%d" % free_port(),
+               "client_id": "GID_esp-box-3@@@{mac}@@@{client_id}", "username": "gw",
+               "password": "gw-secret", "publish_topic": "device-server",
+               "subscribe_topic": "devices/p2p/{mac}"}
+    s = ota_server.run_in_thread(auto_activate_s=0, mqtt=gateway)
+    interval = 2.0
+    root = make_root(tmp_path, s.ota_url, recheck_interval_s=interval)
+    proc = spawn(root)
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and len([r for r in s.requests if r["endpoint"] == "ota"]) < 4:
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        s.stop()
+    times = [r["time"] for r in s.requests if r["endpoint"] == "ota"]
+    assert len(times) >= 4, out
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) < interval * 1.25 + 0.4, (gaps, out)       # one jittered interval, not two
+    assert out.count("MQTT upgrade pushes off") == 1, out
+    assert "I app: MQTT upgrade pushes off: config.json names no broker" in out
+    assert "E mqtt" not in out and "connecting to" not in out
+    assert settings(root)["mqtt"]["client_id"].startswith("GID_esp-box-3@@@")   # chat settings kept
+
+
 def test_unconfigured_device_prints_its_request_and_stops(tmp_path):
     root = make_root(tmp_path, None)
     p = boot(root)

@@ -4,6 +4,7 @@ the local OTA server serving pre-signed downloads, and tools/push.py playing the
 platform. Resilience (broker restarts, missed pings, duplicates): test_mqtt_resilience.py.
 """
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -194,6 +195,8 @@ def test_push_tool_command_line(amqtt, ota, product, tmp_path):
            "--wait-report", "--timeout", "40"]
     tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        head = [tool.stdout.readline() for _ in range(2)]  # subscribed before the device reports
+        assert "waiting for %s to report" % DEV in head[-1], head
         rc, log = dev.run(20000)
         assert rc == REBOOT, log
         assert "reply to report: code 400 (ignored)" in log   # $ota/up/report's error reply
@@ -203,6 +206,7 @@ def test_push_tool_command_line(amqtt, ota, product, tmp_path):
     finally:
         if tool.poll() is None:
             tool.kill()
+    out = "".join(head) + out
     assert tool.returncode == 0, out + log
     assert "[" + "#" * 30 + "]  100%" in out and "confirmed the update" in out
     assert "reports version 1.0.0" in out and "reports version 1.2.0" in out
@@ -218,14 +222,14 @@ def s(cfg, over):
     c = C._merge(C.DEFAULTS, {"mqtt": cfg})
     x = mqtt_ota.Settings(c, over, mac)
     out.append([x.host, x.port, x.tls, x.client_id, x.topics.ota_down, x.username, x.password,
-                x.keepalive, x.jitter_ms])
+                x.keepalive, x.jitter_ms, x.source])
 s({"host": "h", "product_id": "P"}, None)
 s({"host": "h", "port": 8883, "product_id": "P", "device_name": "dev1", "username": "u",
    "password": "pw", "keepalive": 30, "download_jitter_ms": 0}, None)
-s({"host": "h"}, {"endpoint": "mqtt.example.com:8883", "client_id": "X&Y", "username": "u2",
-                  "password": "p2", "keepalive": 120})
+s({}, {"endpoint": "mqtt.example.com:8883", "client_id": "X&Y", "username": "u2",
+       "password": "p2", "keepalive": 120})
 s({"host": "h", "product_id": "P"}, {"endpoint": "broker.local", "client_id": "GID_test@@@abc",
-                                     "username": ""})
+                                     "username": "gw", "password": "gwp"})
 s({"host": "h", "tls": True, "product_id": "P"}, None)
 try:
     s({"host": "h"}, None)
@@ -234,12 +238,15 @@ except ValueError as e:
 print(json.dumps(out))
 """)
     assert res[0] == ["h", 1883, False, "P&D40606B6A9FB", "$ota/down/upgrade/P/D40606B6A9FB",
-                      None, None, 60, 5000]
-    assert res[1] == ["h", 8883, True, "P&dev1", "$ota/down/upgrade/P/dev1", "u", "pw", 30, 0]
+                      None, None, 60, 5000, "config"]
+    assert res[1] == ["h", 8883, True, "P&dev1", "$ota/down/upgrade/P/dev1", "u", "pw", 30, 0,
+                      "config"]
+    # no broker in config.json, an iThings section: the section is the push broker
     assert res[2] == ["mqtt.example.com", 8883, True, "X&Y", "$ota/down/upgrade/X/Y", "u2", "p2",
-                      120, 5000]
-    assert res[3] == ["broker.local", 1883, False, "GID_test@@@abc",
-                      "$ota/down/upgrade/P/D40606B6A9FB", None, None, 60, 5000]
+                      120, 5000, "ota_check"]
+    # a broker in config.json and a xiaozhi chat-gateway section: config.json wins, whole
+    assert res[3] == ["h", 1883, False, "P&D40606B6A9FB", "$ota/down/upgrade/P/D40606B6A9FB",
+                      None, None, 60, 5000, "config"]
     assert res[4][:3] == ["h", 8883, True]          # TLS without a port: the MQTT TLS port
     assert "product_id" in res[5]
 
@@ -313,6 +320,42 @@ def test_mqtt_only_device_without_ota_url_updates_and_confirms(amqtt, product, p
         assert "image confirmed (reportInfoReply 200)" in out2
     finally:
         srv.stop()
+
+
+def test_a_configured_broker_wins_over_the_servers_chat_gateway(broker, product, platforms,
+                                                               tmp_path):
+    """xiaozhi-esp32-server answers with its voice-chat gateway in `mqtt`: the device still
+    connects to the broker config.json names (the platform sees its version report) and keeps
+    the gateway section as the chat settings."""
+    import mkflash
+    import ota_server
+    from conftest import free_port
+    gw_port = free_port()
+    gateway = {"endpoint": "127.0.0.1:%d" % gw_port,
+               "client_id": "GID_esp-box-3@@@{mac}@@@{client_id}", "username": "gw",
+               "password": "gw-secret", "publish_topic": "device-server",
+               "subscribe_topic": "devices/p2p/{mac}"}
+    srv = ota_server.run_in_thread(auto_activate_s=0, mqtt=gateway)
+    mkflash.make_device_root(str(tmp_path), config={
+        "ota_url": srv.ota_url, "recheck_interval_s": 30,
+        "mqtt": {"host": broker.host, "port": broker.port, "product_id": product}})
+    plat = platforms(broker, product)
+    proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=str(tmp_path),
+                            env=mpy_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        reported = plat.wait_report(DEV, "1.0.0", timeout=20)
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        srv.stop()
+    assert reported, out
+    assert "connecting to %s:%d as %s&%s" % (broker.host, broker.port, product, DEV) in out
+    tried = [line for line in out.splitlines() if "connecting to" in line or "connect to" in line]
+    assert tried and all("%s:%d" % (broker.host, broker.port) in line for line in tried), tried
+    with open(os.path.join(str(tmp_path), "settings.json")) as f:
+        stored = json.load(f)["mqtt"]
+    assert stored["endpoint"] == gateway["endpoint"] and stored["username"] == "gw"
+    assert stored["client_id"].startswith("GID_esp-box-3@@@d40606b6a9fb@@@")
 
 
 def test_ota_server_down_keeps_the_device_listening_on_mqtt(amqtt, product, platforms, tmp_path):

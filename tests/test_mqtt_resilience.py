@@ -2,11 +2,16 @@
 killed mid-download, a broker that stops answering pings, duplicate / busy / foreign pushes.
 """
 import hashlib
+import json
+import os
 import signal
 import time
 
+import paho.mqtt.client as paho
+
 import build_image
 import push
+from conftest import ROOT
 from mqtt_helpers import (DEV, REBOOT, Device, amqtt, broker, ota, platforms,  # noqa: F401
                           product, push_file, slow, steps, wait_log)
 
@@ -43,6 +48,36 @@ def test_broker_restart_mid_download(broker, ota, product, platforms, slow, tmp_
     assert len(prog) >= 2, prog  # (QoS 0 ones sent while the broker was down are lost)
     for a, b in zip(prog, prog[1:]):
         assert b["step"] > a["step"] and b["time"] - a["time"] >= 0.9, prog
+
+
+def test_the_platform_tool_reconnects_through_paho(broker, product, platforms):
+    """tools/push.py's platform is a paho-mqtt client (tools/mqtt_lite.py is gone): after a
+    broker restart paho's own loop reconnects it, it re-subscribes, and it answers again."""
+    plat = platforms(broker, product)
+    assert isinstance(plat.client, paho.Client)
+    assert not os.path.exists(os.path.join(ROOT, "tools", "mqtt_lite.py"))
+    broker.kill()
+    time.sleep(0.3)
+    broker.start()
+    t = push.topics(product, "D1")
+    replies = []
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=product + "&D1",
+                      protocol=paho.MQTTv311)
+    dev.on_message = lambda c, u, m: replies.append(json.loads(m.payload))
+    dev.connect(broker.host, broker.port)
+    dev.loop_start()
+    try:
+        dev.subscribe(t["thing_down"], qos=1)
+        deadline = time.time() + 15
+        while not replies and time.time() < deadline:  # until the platform is back and answers
+            dev.publish(t["thing_up"], json.dumps({"method": "reportInfo", "msgToken": "t1",
+                                                   "params": {"version": "1.0.0"}}), qos=1)
+            time.sleep(0.5)
+    finally:
+        dev.disconnect()
+        dev.loop_stop()
+    assert replies and replies[0]["method"] == "reportInfoReply" and replies[0]["code"] == 200
+    assert plat.connects >= 2 and plat.reports("D1")
 
 
 def test_missed_pings_trigger_reconnect(amqtt, ota, product, platforms, tmp_path):

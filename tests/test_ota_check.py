@@ -61,15 +61,75 @@ def test_timezone_key_spelled_timezone_is_accepted(tmp_path):
     assert settings(root)["timezone"] == {"name": "Europe/Berlin", "offset_min": 60}
 
 
-def test_an_answer_without_mqtt_clears_stored_mqtt(tmp_path, srv):
+@pytest.mark.parametrize("key,clear,said", [("mqtt", "set_mqtt", "MQTT settings cleared"),
+                                             ("websocket", "set_websocket", "WebSocket settings cleared")])
+def test_an_answer_without_a_section_clears_the_stored_one(tmp_path, srv, key, clear, said):
     root = make_root(tmp_path, srv.ota_url)
     check(root)
-    assert "mqtt" in settings(root)
-    srv.set_mqtt(None)
+    assert key in settings(root)
+    getattr(srv, clear)(None)
     out, log = check(root)
-    assert out["ok"] and out["written"] == ["mqtt"]
-    assert "mqtt" not in settings(root)
-    assert "MQTT settings cleared" in log
+    assert out["ok"] and out["written"] == [key] and out[key] is None
+    assert key not in settings(root)
+    assert said in log
+
+
+# Idle re-checks in one boot against a server whose websocket token embeds its clock (as
+# xiaozhi-esp32-server's does): the sim's write counter per check.
+RECHECKS = """
+import json
+from firmware import config as C, board as B, ota_check
+cfg = C.load()
+b = B.load(cfg)
+b.settings.get("uuid") or b.settings.set("uuid", "00000000-0000-4000-8000-000000000000")
+out = []
+for i in range(%d):
+    w0 = b.settings.writes
+    r = ota_check.check(b, cfg)
+    out.append([b.settings.writes - w0, r.written, r.websocket["token"]])
+print(json.dumps(out))
+"""
+T0 = 1752119934          # server clock (s) at the first check; each check is 5 minutes later
+STEP_S = 300
+URL_SWITCH = 25          # the check at which the websocket url itself changes
+
+
+def _token_server():
+    n = [0]
+
+    def handler(req):
+        t = T0 + STEP_S * n[0]
+        url = "ws://10.0.0.1:8000/xiaozhi/v1/" if n[0] < URL_SWITCH else "ws://10.0.0.2:8000/xiaozhi/v1/"
+        n[0] += 1
+        body = {"server_time": {"timestamp": t * 1000, "timeZone": "Asia/Shanghai",
+                                "timezone_offset": 480},
+                "websocket": {"url": url, "token": "c2lnbmF0dXJl.%d" % t},
+                "firmware": {"version": "1.0.0", "url": ""}}
+        return Reply(200, json.dumps(body), {"Content-Type": "application/json"})
+    return start(handler)
+
+
+def test_idle_rechecks_write_the_changing_token_at_most_once_an_hour(tmp_path):
+    port, stop = _token_server()
+    try:
+        root = make_root(tmp_path, "http://127.0.0.1:%d/xiaozhi/ota/" % port)
+        out = mpy_json(RECHECKS % (URL_SWITCH + 2), cwd=root, timeout=120)
+    finally:
+        stop()
+    writes = [w for w, _, _ in out]
+    assert writes[0] == 2 and sorted(out[0][1]) == ["timezone", "websocket"]
+    hour = 3600 // STEP_S
+    idle = writes[1:URL_SWITCH]                       # two hours of token-only changes
+    assert all(sum(idle[i:i + hour]) <= 1 for i in range(len(idle))), writes
+    assert 1 <= sum(idle) <= 2, writes
+    assert all(o[1] in ([], ["websocket"]) for o in out[1:]), out
+    # the fresh token is in RAM on every check, whether it was written or not
+    assert [o[2] for o in out] == ["c2lnbmF0dXJl.%d" % (T0 + STEP_S * i) for i in range(len(out))]
+    # a changed url is written at once; the token-only change after it waits again
+    assert out[URL_SWITCH][:2] == [1, ["websocket"]] and writes[URL_SWITCH + 1] == 0
+    stored = settings(root)["websocket"]
+    assert stored == {"url": "ws://10.0.0.2:8000/xiaozhi/v1/",
+                      "token": "c2lnbmF0dXJl.%d" % (T0 + STEP_S * URL_SWITCH)}
 
 
 @pytest.mark.parametrize("kind,reason", [
@@ -219,6 +279,9 @@ CASES = [
     ("1.0.0", {"version": "", "url": URL, "force": 1}, {}, "malformed"),
     ("1.0.0", {"version": "2.0.0"}, {}, "without a url"),
     ("1.0.0", {"version": "2.0.0", "url": ""}, {}, "without a url"),
+    # xiaozhi-esp32-server's "up to date": the device's own version with an empty url
+    ("1.0.0", {"version": "1.0.0", "url": ""}, {}, "up to date"),
+    ("1.2.0", {"version": "1.0.0"}, {}, "up to date"),
     ("1.0.0", {"version": 2, "url": URL}, {}, "error"),
     ("1.0.0", {"version": "2.0.0", "url": 7}, {}, "error"),
     ("1.0.0", {"version": "2.0.0", "url": URL, "force": "yes"}, {}, "error"),

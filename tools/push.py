@@ -20,16 +20,18 @@ import hashlib
 import json
 import os
 import secrets
+import ssl
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
 
+import paho.mqtt.client as paho
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-import mqtt_lite  # noqa: E402
 
 FORMS = ("single", "multi", "seed")
 
@@ -104,31 +106,70 @@ class ImageHost:
 
 class Platform:
     """The platform side for one product on a broker: records what devices send, answers
-    reportInfo, and publishes pushes."""
+    reportInfo, and publishes pushes. The MQTT client is paho's; its network thread connects,
+    and reconnects (then re-subscribes, in _on_connect) after a broker restart."""
 
     def __init__(self, host, port, product_id, username=None, password=None, ssl_context=None,
                  answer_report_info=True, answer_report=True, log=None):
+        self.host, self.port = host, port
         self.product_id = product_id
         self.answer_report_info = answer_report_info
         self.answer_report = answer_report
         self.log = log or (lambda line: None)
         self.messages = []        # (time, device, kind, dict) for everything devices sent
         self.cond = threading.Condition()
-        self.client = mqtt_lite.MqttClient(host, port, "platform-" + secrets.token_hex(4),
-                                           username, password, keepalive=20,
-                                           on_message=self._on_message, ssl_context=ssl_context,
-                                           log=self.log)
         self.pushes = []          # (time, device, message dict) we sent
+        self.connects = 0         # successful connections (1 + reconnects)
+        self.refused = None       # the broker's reason when it refused the connection
+        self._subscribed = threading.Event()
+        c = self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                      client_id="platform-" + secrets.token_hex(4),
+                                      protocol=paho.MQTTv311, clean_session=True)
+        if username is not None:
+            c.username_pw_set(username, password)
+        if ssl_context is not None:
+            c.tls_set_context(ssl_context)
+        c.reconnect_delay_set(0.2, 2)  # back soon after a broker restart (tests restart them)
+        c.on_connect = self._on_connect
+        c.on_subscribe = lambda *a: self._subscribed.set()
+        c.on_message = lambda client, userdata, m: self._on_message(m.topic, m.payload)
 
-    def start(self):
-        self.client.connect()
-        p = self.product_id
-        self.client.subscribe([("$thing/up/property/%s/+" % p, 1), ("$ota/up/progress/%s/+" % p, 1),
-                               ("$ota/up/report/%s/+" % p, 1)])
+    def start(self, timeout=10):
+        """Connect and subscribe; ConnectionError when the broker is not there in `timeout` s."""
+        self.client.connect_async(self.host, self.port, keepalive=20)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.client.loop_stop()
+            raise ConnectionError(self.refused or "no connection within %g s" % timeout)
         return self
 
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.refused = "broker refused: %s" % reason_code
+            self.log(self.refused)
+            return
+        self.connects += 1
+        if self.connects > 1:
+            self.log("reconnected to the broker")
+        p = self.product_id  # a clean session forgets subscriptions: subscribe on every connect
+        client.subscribe([("$thing/up/property/%s/+" % p, 1), ("$ota/up/progress/%s/+" % p, 1),
+                          ("$ota/up/report/%s/+" % p, 1)])
+
+    def publish(self, topic, payload, qos=1, timeout=10):
+        """Publish from a test or tool thread: waits for the connection and for the PUBACK."""
+        deadline = time.time() + timeout
+        while not self.client.is_connected():
+            if time.time() > deadline:
+                raise ConnectionError("not connected to the broker")
+            time.sleep(0.05)
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(max(0.1, deadline - time.time()))
+        if qos and not info.is_published():
+            raise TimeoutError("no PUBACK for %s" % topic)
+
     def stop(self):
-        self.client.close()
+        self.client.disconnect()
+        self.client.loop_stop()
 
     def __enter__(self):
         return self.start()
@@ -155,6 +196,7 @@ class Platform:
             self.cond.notify_all()
         t = topics(self.product_id, device)
         token = msg.get("msgToken") or msg.get("clientToken")
+        # Answers go out from paho's network thread: client.publish queues them, never waits.
         if kind == "property" and msg.get("method") == "reportInfo":
             self.log("%s reports version %s" % (device, (msg.get("params") or {}).get("version")))
             if self._answers(self.answer_report_info, device, msg):
@@ -222,7 +264,7 @@ class Platform:
     def publish_raw(self, device, message, topic_kind="ota_down", qos=1):
         """Publish any dict/bytes on one of the device's topics (tests: malformed pushes)."""
         payload = message if isinstance(message, (bytes, str)) else json.dumps(message)
-        self.client.publish(topics(self.product_id, device)[topic_kind], payload, qos=qos)
+        self.publish(topics(self.product_id, device)[topic_kind], payload, qos=qos)
         self.pushes.append((time.time(), device, message))
 
     def push(self, device, version, url, size, md5, form="single", **kw):
@@ -310,14 +352,14 @@ def main(argv=None):
         import build_image
         image = build_image.build_image(args.version, size=args.size)
     host = ImageHost(url=args.ota_url) if args.ota_url else ImageHost()
-    ctx = mqtt_lite.ssl_context(args.ca_file) if args.ca_file else None
+    ctx = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     bhost, bport = _broker(args.broker)
     platform = Platform(bhost, bport, args.product, args.username, args.password, ctx,
                         answer_report_info=not args.no_reply, log=lambda line: print(line, flush=True))
     try:
         try:
             platform.start()
-        except (OSError, mqtt_lite.MqttError) as e:
+        except OSError as e:
             print("push: cannot reach the broker at %s:%d: %s" % (bhost, bport, e), file=sys.stderr)
             return 2
         print("image %s: %d bytes, md5 %s, served by %s" % (args.version, len(image),
