@@ -22,8 +22,9 @@
 # re-writing what is on flash. After a failure that got as far as the flash, the target's first
 # sector is erased.
 #
-# Memory: one chunk buffer (plus gzip's window and ring when inflating); the chunk size also
-# picks the erase unit (see flash_writer.py): 64 KiB chunks give 64 KiB block erases.
+# Memory: one chunk buffer (plus gzip's window and ring when inflating), and a 64 KiB stage
+# when the heap has room for it (a board with PSRAM): then whole 64 KiB blocks are erased at
+# once, else 4 KiB sectors (see flash_writer.py). A 64 KiB chunk is its own stage.
 import binascii
 import gc
 
@@ -40,7 +41,7 @@ PERSIST_MS = 1000      # resume records at most once a second (and per 64 KiB)
 RETRIES = 5            # consecutive failed attempts (no progress) before giving up
 BACKOFF_MS = 500       # first retry delay, doubled per failure up to BACKOFF_MAX_MS
 BACKOFF_MAX_MS = 8000
-BIG_HEAP = 256 * 1024  # with this much free heap (a board with PSRAM), 64 KiB chunks
+BIG_HEAP = 256 * 1024  # with this much free heap (a board with PSRAM), a 64 KiB stage
 
 _log = log.get("updater")
 
@@ -81,9 +82,7 @@ def _url_path(url):
 class _Update:
     """One offer, validated against the target partition; builds the stages for each pass."""
 
-    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk):
-        if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
-            raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
+    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage):
         self.board = board
         self.offer = offer
         self.url = offer.url
@@ -101,6 +100,7 @@ class _Update:
         self.tls = tls
         self.timeout_ms = timeout_ms
         self.chunk = chunk
+        self.stage = stage
         self.gz_url = _url_path(self.url).lower().endswith(".gz")
         P = board.Partition
         try:
@@ -143,7 +143,7 @@ class _Update:
         from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
         src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
         self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
-        self.writer = FlashWriter(self.part)
+        self.writer = FlashWriter(self.part, self.stage)
         self.writer.resume(written)
         return Pipeline(src, self.header, image, self.writer, self.buf, (self.label, self.psize),
                         md5, taps, None if gz else self.size, store, progress, probe)
@@ -153,23 +153,32 @@ class _Update:
             self.writer.scrub()
 
 
-def default_chunk():
-    """64 KiB (block erases) when the heap has room for it, else 4 KiB (sector erases)."""
-    gc.collect()
-    return BLOCK if gc.mem_free() >= BIG_HEAP else 4096
+def _stage(chunk, want):
+    """The 64 KiB block stage: wanted (True/False), or None: when BIG_HEAP is free."""
+    if chunk >= BLOCK or want is False:
+        return None
+    if want is None:
+        gc.collect()
+        if gc.mem_free() < BIG_HEAP:
+            return None
+    try:
+        return bytearray(BLOCK)
+    except MemoryError:
+        return None
 
 
-def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=None,
-            retries=RETRIES, probe=None):
+def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,
+            retries=RETRIES, probe=None, stage=None):
     """Download `offer` into the next OTA partition and set it to boot; return its label.
 
     progress(done, total, rate_bytes_s) is called at most every PROGRESS_MS (total may be None).
     probe(offset), for benchmarks, is called after every chunk. chunk: the buffer size, a power
-    of two in 1024..65536 (None: default_chunk()). Raises UpdateError (.code, .reason); the boot
+    of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
+    or None: when the heap has BIG_HEAP free. Raises UpdateError (.code, .reason); the boot
     partition is untouched then. Never reboots."""
-    if chunk is None:
-        chunk = default_chunk()
-    up = _Update(board, offer, running_version, tls, timeout_ms, chunk)
+    if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
+        raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
+    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage))
     up.precheck()
     store = up.resume_store()
     written = store.load(chunk)

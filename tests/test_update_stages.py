@@ -249,19 +249,21 @@ def write_all(w, data, chunk, start=0):
 """
 
 
-@pytest.mark.parametrize("chunk,expect", [(4096, (0, 49)), (65536, (3, 1))])
-def test_flash_writer_erase_unit_follows_the_chunk(sim_root, chunk, expect):
+@pytest.mark.parametrize("chunk,stage,expect", [(4096, False, (0, 49)), (65536, False, (3, 1)),
+                                               (4096, True, (3, 1)), (16384, True, (3, 1))])
+def test_flash_writer_erase_unit_follows_chunk_and_stage(sim_root, chunk, stage, expect):
     data = os.urandom(200000)
     got = run(WRITER + r"""
 data = open(%r, "rb").read()
 f.reset_counters()
-w = FlashWriter(part)
+w = FlashWriter(part, bytearray(65536) if %s else None)
 write_all(w, data, %d)
+w.flush()
 w.verify(len(data), bytearray(%d), hashlib.md5(data).digest())
 back = bytearray(len(data))
 part.readblocks(0, back)
 print(json.dumps([f.erase_64k, f.erase_4k, f.programmed_bytes, back == data]))
-""" % (_tmp(sim_root, "d.bin", data), chunk, chunk), cwd=sim_root)
+""" % (_tmp(sim_root, "d.bin", data), stage, chunk, chunk), cwd=sim_root)
     # each region erased once with the erase the esp32 port performs for that chunk size
     assert got == [expect[0], expect[1], len(data), True]
 

@@ -13,15 +13,16 @@ the repository root and prints it. Keys:
   read-back the brief requires; its firmware time is measured the same way.
   firmware_vs_reference = reference firmware time / firmware_s (goal >= 0.85), median of ROUNDS
   alternating runs. update_s / reference_s / update_vs_reference: the same runs whole (sim
-  included). rate_4MiB_by_chunk: all of it for 64 KiB chunks (the default with a big heap: block
-  erases; the top-level keys) and 4 KiB chunks (sector erases), with phases (stream, finish =
-  digests + read-back, commit = set_boot) and
+  included). rate_4MiB_by_chunk: all of it per CONFIGS -- 64 KiB chunks (the top-level keys),
+  4 KiB chunks gathered in the 64 KiB stage (install()'s default when the heap has room), 4 KiB
+  chunks without it (sector erases) -- with phases (stream, finish = digests + read-back,
+  commit = set_boot) and
   stream_firmware_vs_reference_stream (the streaming phase against the loop without read-back).
 - heap_peak_bytes {64KiB, 1MiB, 4MiB, 8MiB}: the largest live heap (gc.mem_alloc() right after
-  gc.collect()) seen during install() with 4 KiB chunks, sampled after every chunk and inside
+  gc.collect()) seen during install() with 4 KiB chunks, no stage, sampled after every chunk and
   every flash read/erase/program, absolute (heap_before_install_bytes is the interpreter,
   modules and board); heap_peak_spread_bytes is largest minus smallest (goal <= 2048).
-- heap_alloc_per_chunk_bytes (4 KiB chunks) / _64KiB: with the GC disabled, bytes allocated per
+- heap_alloc_per_chunk_bytes (4 KiB chunks) / _4KiB_stage / _64KiB: with the GC off, bytes per
   chunk of the steady-state loop (median); the detail gives what the simulated flash driver
   alone allocates per chunk write and the engine's share.
 - min_heapsize_kib {py, mpy, frozen_like}: the smallest `micropython -X heapsize=NK` at which a
@@ -34,7 +35,7 @@ the repository root and prints it. Keys:
 - app_min_heap_kib {mpy, frozen_like}: the same for the whole app (tools/app_heap.py: boot, OTA
   check, update, reboot); frozen-like also leaves out the simulated LCD's 150 KiB GRAM.
 - gzip_4MiB: the 4 MiB image served as a .gz file (rate, heap, flash work).
-- erase_ops / programmed_bytes per size and chunk size: flash operations on the target partition
+- erase_ops / programmed_bytes per size and config: flash operations on the target partition
   as the chip performs them (the otadata entry set_boot writes is listed apart), beside the
   minimum for that erase unit; 1MiB+37KiB is an image that ends mid-block, like a real one.
 - modeled_flash_s: those operations timed with typical NOR datasheet figures (4 KiB erase 45 ms,
@@ -74,6 +75,9 @@ ODD = ("1MiB+37KiB", MIB + 37 * KIB + 16)  # a real image ends mid-block: tail i
 RATE_SIZE = 4 * MIB
 ROUNDS = 5
 ALLOC_CHUNKS = 256
+# (name, chunk, stage): 64 KiB chunks (each its own block), 4 KiB chunks gathered in the 64 KiB
+# stage (the default with a big heap), 4 KiB chunks without it (a small heap: sector erases)
+CONFIGS = (("64KiB", 65536, False), ("4KiB+stage", 4096, True), ("4KiB", 4096, False))
 T_ERASE_4K = 0.045
 T_ERASE_64K = 0.150
 T_PAGE = 0.0004
@@ -136,7 +140,7 @@ if mode == 'consumers':
     costs['board (sim: flash file, partition table, otadata, settings)'] = gc.mem_alloc() - m0
 P = b.Partition
 offer = updater.Offer(a['url'], size=a['size'], md5=a['md5'], version=a['version'])
-chunk = a.get('chunk')
+chunk = a.get('chunk') or 4096
 
 # Simulated hardware time: every call into the simulated esp32.Partition (flash reads, erases,
 # programs, set_boot with its image verification). On a board these are ESP-IDF in C.
@@ -172,6 +176,7 @@ def reference(chunk):
     buf = bytearray(chunk)
     mv = memoryview(buf)
     h = hashlib.md5()
+    stage = memoryview(bytearray(65536)) if a.get('stage') else None
     pos = erased = 0
     while pos < size:
         n = s.readinto(buf)
@@ -184,6 +189,12 @@ def reference(chunk):
         if n == 65536 and pos % 65536 == 0:
             part.writeblocks(pos >> 12, data)
             erased = pos + n
+        elif stage is not None and pos - pos % 65536 + 65536 <= size:
+            o = pos % 65536  # gathered into a whole block, as the writer's stage does
+            stage[o:o + n] = data
+            if o + n == 65536:
+                part.writeblocks((pos - o) >> 12, stage)
+                erased = pos + n
         else:
             while erased < pos + n:
                 part.ioctl(6, erased >> 12)
@@ -209,9 +220,10 @@ def reference(chunk):
 def on_progress(done, total, rate):  # a do-nothing display: the engine's own cost only
     pass
 
-def engine(probe=None, chunk=None):
+def engine(probe=None, chunk=4096):
     t0 = time.ticks_us()
-    updater.install(b, offer, '1.0.0', probe=probe, progress=on_progress, chunk=chunk)
+    updater.install(b, offer, '1.0.0', probe=probe, progress=on_progress, chunk=chunk,
+                    stage=a.get('stage'))
     return time.ticks_diff(time.ticks_us(), t0) / 1e6
 
 if mode == 'rate':
@@ -548,35 +560,37 @@ def main():
         # Throughput, engine vs. the bare loop, alternating in one process; for the chunk size
         # a board with PSRAM uses (64 KiB: block erases) and the small one (4 KiB: sectors).
         rates = {}
-        for chunk in (65536, 4096):
-            rates[chunk] = rate_figures(bench.run("rate", "4MiB", rounds=ROUNDS, chunk=chunk))
-        main_rate = rates[65536]
+        for tag, chunk, stage in CONFIGS:
+            rates[tag] = rate_figures(bench.run("rate", "4MiB", rounds=ROUNDS, chunk=chunk,
+                                                stage=stage))
+        main_rate = rates["64KiB"]
         for k in ("firmware_s", "sim_s", "reference_firmware_s", "firmware_vs_reference",
                   "update_s", "reference_s", "update_vs_reference", "update_mib_s",
                   "reference_mib_s"):
             out[k] = main_rate[k]
-        out["rate_4MiB_by_chunk"] = {"64KiB": main_rate, "4KiB": rates[4096]}
+        out["rate_4MiB_by_chunk"] = rates
         # Heap and flash work per size (4 KiB chunks: the smallest heap) and 64 KiB.
         heap, phases, erase_ops, programmed, modeled = {}, {}, {}, {}, {}
         base = {}
-        for chunk, tag in ((4096, ""), (65536, " (64KiB chunks)")):
+        for tag, chunk, stage in CONFIGS:
             for name, size in SIZES + [ODD]:
-                h = bench.run("heap", name, chunk=chunk)
-                if (name, size) in SIZES and chunk == 4096:
+                h = bench.run("heap", name, chunk=chunk, stage=stage)
+                if (name, size) in SIZES and tag == "4KiB":
                     heap[name] = max(h["heap_peak"].values())
                     phases[name] = h["heap_peak"]
                     base[name] = h["heap_base"]
                 ops = h["ops"]
                 blocks, sectors = minimum_ops(size)
-                if chunk == 4096:
-                    blocks, sectors = 0, -(-size // (4 * KIB))  # the port's ioctl(6): sectors
-                erase_ops[name + tag] = {"erase_64k": ops["erase_64k"], "erase_4k": ops["erase_4k"],
-                                         "minimum_64k": blocks, "minimum_4k": sectors,
-                                         "otadata_erase_4k": ops["otadata_erase_4k"]}
-                programmed[name + tag] = {"programmed_bytes": ops["programmed_bytes"], "minimum": size,
-                                          "otadata_programmed_bytes": ops["otadata_programmed_bytes"]}
+                if tag == "4KiB":
+                    blocks, sectors = 0, -(-size // (4 * KIB))  # no stage: the port's ioctl(6)
+                key = "%s (%s)" % (name, tag)
+                erase_ops[key] = {"erase_64k": ops["erase_64k"], "erase_4k": ops["erase_4k"],
+                                  "minimum_64k": blocks, "minimum_4k": sectors,
+                                  "otadata_erase_4k": ops["otadata_erase_4k"]}
+                programmed[key] = {"programmed_bytes": ops["programmed_bytes"], "minimum": size,
+                                   "otadata_programmed_bytes": ops["otadata_programmed_bytes"]}
                 prog_s = ops["pages"] * T_PAGE
-                modeled[name + tag] = {
+                modeled[key] = {
                     "engine": round(ops["erase_64k"] * T_ERASE_64K + ops["erase_4k"] * T_ERASE_4K + prog_s, 3),
                     "sector_by_sector": round(-(-size // (4 * KIB)) * T_ERASE_4K + -(-size // 256) * T_PAGE, 3)}
         out["heap_peak_bytes"] = heap
@@ -585,16 +599,17 @@ def main():
         out["heap_peak_by_phase_bytes"] = phases
         # The same 4 MiB image served as .gz (its filler is random, so it barely compresses:
         # this is the inflater's cost, not a bandwidth saving).
-        g = bench.run("heap", "4MiB.bin.gz", chunk=4096)
+        g = bench.run("heap", "4MiB.bin.gz", chunk=4096, stage=False)
         t = statistics.median(bench.run("time", "4MiB.bin.gz", chunk=65536)["update_s"] for _ in range(3))
         out["gzip_4MiB"] = {"update_mib_s": round(RATE_SIZE / MIB / t, 2),
                             "heap_peak_bytes": max(g["heap_peak"].values()),
                             "heap_peak_by_phase_bytes": g["heap_peak"],
                             "erase_4k": g["ops"]["erase_4k"], "programmed_bytes": g["ops"]["programmed_bytes"]}
         # Allocation in the steady-state loop.
-        for chunk, n, key in ((4096, ALLOC_CHUNKS, "heap_alloc_per_chunk_bytes"),
-                              (65536, 48, "heap_alloc_per_chunk_bytes_64KiB")):
-            a = bench.run("alloc", "4MiB", heapsize=4096, chunks=n, chunk=chunk)
+        for chunk, stage, n, key in ((4096, False, ALLOC_CHUNKS, "heap_alloc_per_chunk_bytes"),
+                                     (4096, True, ALLOC_CHUNKS, "heap_alloc_per_chunk_bytes_4KiB_stage"),
+                                     (65536, False, 48, "heap_alloc_per_chunk_bytes_64KiB")):
+            a = bench.run("alloc", "4MiB", heapsize=4096, chunks=n, chunk=chunk, stage=stage)
             d = a["deltas"]
             sim = a["sim_program_alloc"]
             out[key] = int(statistics.median(d))
@@ -609,7 +624,7 @@ def main():
                                    "mpy": bench.min_heapsize("4MiB", mpy=True),
                                    "frozen_like": bench.min_free_heap("4MiB", "frozen", mpy=True)}
         out["min_free_heap_kib"] = bench.min_free_heap("4MiB", "fit", mpy=True)
-        c = bench.run("consumers", "4MiB", heapsize=512, mpy=True, chunk=4096)["costs"]
+        c = bench.run("consumers", "4MiB", heapsize=512, mpy=True, chunk=4096, stage=False)["costs"]
         out["heap_consumers_mpy_bytes"] = [[k, v] for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:5]]
         app = app_heap.AppHeap(bench.mpy_dir)
         try:
@@ -625,6 +640,7 @@ def main():
             "heap_alloc_per_chunk==0 (4 KiB chunks, everything)": out["heap_alloc_per_chunk_bytes"] == 0,
             "heap_alloc_per_chunk==0 (engine, without the sim flash driver, both chunk sizes)":
                 out["heap_alloc_per_chunk_detail"]["engine_median"] == 0
+                and out["heap_alloc_per_chunk_detail_4KiB_stage"]["engine_median"] == 0
                 and out["heap_alloc_per_chunk_detail_64KiB"]["engine_median"] == 0,
             "min_free_heap_kib<=48": (out["min_free_heap_kib"] or 9999) <= 48,
             "app_frozen_like<=128": (out["app_min_heap_kib"]["frozen_like"] or 9999) <= 128,

@@ -112,18 +112,21 @@ class HttpSource:
 
     def readinto(self, buf):
         n = self._resp.readinto(buf)
-        if n:
-            w = self.wire
-            end = w + n
-            if self.taps and end > self.tapped:
-                data = buf if n == len(buf) else memoryview(buf)[:n]
-                if w < self.tapped:  # a body fetched again from its start
-                    data = memoryview(data)[self.tapped - w:]
-                for t in self.taps:
-                    t.update(data)
-                self.tapped = end
-            self.wire = end
+        if n and self.taps:
+            self._tap(buf, n)
+        self.wire += n
         return n
+
+    def _tap(self, buf, n):
+        w = self.wire
+        end = w + n
+        if end > self.tapped:
+            data = buf if n == len(buf) else memoryview(buf)[:n]
+            if w < self.tapped:  # a body fetched again from its start
+                data = memoryview(data)[self.tapped - w:]
+            for t in self.taps:
+                t.update(data)
+            self.tapped = end
 
     def finish(self):
         pass

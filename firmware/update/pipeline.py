@@ -148,6 +148,7 @@ class Pipeline:
         self.source.finish()
         for c in self.finals:
             c.finish(end)
+        self.writer.flush()
         self.writer.verify(end, self.buf, self.md5.digest())
 
     def report(self, done, total):
