@@ -111,7 +111,8 @@ class _Update:
         self.label = info[4]
         self.psize = info[3]
         self.buf = None
-        self.writer = None
+        self.writers = []      # one per pass; a failed pass may have left flash written
+        self.touched = False
         self.desc = None
 
     def precheck(self):
@@ -143,14 +144,20 @@ class _Update:
         from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
         src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
         self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
-        self.writer = FlashWriter(self.part, self.stage)
-        self.writer.resume(written)
-        return Pipeline(src, self.header, image, self.writer, self.buf, (self.label, self.psize),
+        if self.writers:
+            last = self.writers[-1]
+            self.touched = self.touched or bool(last.erased or last.pos)
+        writer = FlashWriter(self.part, self.stage)
+        writer.resume(written)
+        self.writers.append(writer)
+        return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
                         md5, taps, None if gz else self.size, store, progress, probe)
 
     def scrub(self):
-        if self.writer is not None:
-            self.writer.scrub()
+        """The first sector goes when any pass touched the target (a resumed pass counts)."""
+        w = self.writers
+        if w and (self.touched or w[-1].erased or w[-1].pos):
+            w[-1].scrub_now()
 
 
 def _stage(chunk, want):

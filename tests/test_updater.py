@@ -550,6 +550,21 @@ def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server)
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+def test_resumed_image_that_fails_then_cannot_download_is_scrubbed(root, server):
+    data = image()
+    o = offer_for(server, data)
+    install_until_cut(root, o, ["program", 3])
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:   # a bit flipped while off
+        f.seek(OTA1 + 70000)
+        f.write(bytes([data[70000] ^ 1]))
+    n = len(server.requests)
+    server.plan = [{}] * n + [{}, {"status": 404}]             # the fresh start finds nothing
+    r = install(root, o)
+    _failed(r, -1, "HTTP 404")
+    assert flash_at(root, OTA1, 4096) == b"\xff" * 4096       # nothing bootable left behind
+    assert_old_boots(root)
+
+
 def test_progress_persistence_is_rate_limited(root, server):
     data = image()
     # every 64 KiB (3 records) and the clean-up when the persist interval allows it ...

@@ -129,8 +129,10 @@ class FlashWriter:
         """After a final failure: erase the first sector so nothing in the target can boot. A
         partial image could not boot anyway (the bootloader verifies its SHA-256), but a whole
         one that failed *our* checks would, and the bootloader falls back to any verifying slot."""
-        if not (self.erased or self.pos):
-            return
+        if self.erased or self.pos:
+            self.scrub_now()
+
+    def scrub_now(self):
         try:
             r = self.part.ioctl(6, 0)
         except OSError as e:
