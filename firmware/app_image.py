@@ -154,7 +154,7 @@ def read_app_desc(partition, chip_id=CHIP_ESP32S3):
 
 
 def _walk(read, size):
-    """Return (end of segment data, hash_appended); raise ImageError if malformed."""
+    """([(data start, data end)] of each segment, hash_appended); raise ImageError if malformed."""
     hdr = bytearray(HEADER_LEN)
     read(0, hdr)
     if hdr[0] != IMAGE_MAGIC:
@@ -163,6 +163,7 @@ def _walk(read, size):
     if nseg < 1 or nseg > MAX_SEGMENTS:
         raise ImageError("bad segment count %d" % nseg)
     seg = hdr[:SEG_HEADER_LEN]  # reuse as the segment-header buffer
+    segs = []
     pos = HEADER_LEN
     for i in range(nseg):
         if pos + SEG_HEADER_LEN > size:
@@ -174,7 +175,8 @@ def _walk(read, size):
         pos += SEG_HEADER_LEN + n
         if pos > size:
             raise ImageError("segment %d (%d bytes) runs past the partition" % (i, n))
-    return pos, hdr[23] == 1
+        segs.append((pos - n, pos))
+    return segs, hdr[23] == 1
 
 
 def _body_end(data_end):
@@ -184,12 +186,12 @@ def _body_end(data_end):
 def _layout(partition):
     read = _reader(partition)
     size = _part_size(partition)
-    data_end, hashed = _walk(read, size)
-    body = _body_end(data_end)
+    segs, hashed = _walk(read, size)
+    body = _body_end(segs[-1][1])
     end = body + (DIGEST_LEN if hashed else 0)
     if end > size:
         raise ImageError("image (%d bytes) runs past the partition (%d bytes)" % (end, size))
-    return read, data_end, body, hashed
+    return read, segs, body, hashed
 
 
 class StreamLength:
@@ -246,38 +248,71 @@ class StreamLength:
 
 def image_length(partition):
     """Total image length: header, segments, checksum padding and (if appended) the digest."""
-    read, data_end, body, hashed = _layout(partition)
+    read, segs, body, hashed = _layout(partition)
     return body + (DIGEST_LEN if hashed else 0)
 
 
-def _sha256_of(read, n):
-    """SHA-256 of the first n image bytes, read in 4 KiB pieces."""
+def _xor_big(buf, a, b):
+    return int.from_bytes(memoryview(buf)[a:b], "little")
+
+
+def _xor_native(buf, a, b):
+    return _xor_words(buf, a >> 2, b >> 2) & 0xFFFFFFFF
+
+
+try:  # the checksum's inner loop, native where the port has an emitter
+    from firmware.xor32 import xor_words as _xor_words
+    _xor = _xor_native
+except Exception:
+    _xor = _xor_big
+
+
+def _scan(partition, checksum=True, sha=True):
+    """One pass over the image as esp_image_verify makes it: (stored checksum byte, calculated
+    checksum, SHA-256 of everything before the digest, the appended digest or None)."""
+    read, segs, body, hashed = _layout(partition)
     buf = bytearray(4096)
     mv = memoryview(buf)
-    h = hashlib.sha256()
+    h = hashlib.sha256() if sha else None
+    acc = 0
+    si = 0
     pos = 0
-    while pos < n:
-        k = min(4096, n - pos)
-        read(pos, mv[:k])
-        h.update(mv[:k])
-        pos += k
-    return h.digest()
-
-
-def _stored_digest(read, body):
-    buf = bytearray(DIGEST_LEN)
-    read(body, buf)
-    return bytes(buf)
+    while pos < body:
+        k = min(4096, body - pos)
+        chunk = buf if k == 4096 else mv[:k]
+        read(pos, chunk)
+        if h is not None:
+            h.update(chunk)
+        top = pos + k
+        while checksum and si < len(segs) and segs[si][0] < top:
+            s, e = segs[si]  # segment data: word aligned, so is every piece of it here
+            a = s if s > pos else pos
+            b = e if e < top else top
+            if a < b:
+                acc ^= _xor(buf, a - pos, b - pos)
+            if e > top:
+                break
+            si += 1
+        pos = top
+    calc = CHECKSUM_MAGIC
+    while acc:
+        calc ^= acc & 0xFF
+        acc >>= 8
+    read(body - 1, mv[:1])
+    stored = buf[0]
+    appended = None
+    if hashed:
+        read(body, mv[:DIGEST_LEN])
+        appended = bytes(mv[:DIGEST_LEN])
+    return stored, calc, (h.digest() if h is not None else None), appended
 
 
 def verify_digest(partition):
     """True iff the image's appended SHA-256 matches; False if it differs or none is appended.
 
     Raises ImageError when the image is structurally invalid."""
-    read, data_end, body, hashed = _layout(partition)
-    if not hashed:
-        return False
-    return _sha256_of(read, body) == _stored_digest(read, body)
+    _, _, digest, appended = _scan(partition, checksum=False)
+    return appended is not None and digest == appended
 
 
 def app_sha256(partition):
@@ -287,51 +322,30 @@ def app_sha256(partition):
     image. Both hash the same bytes (everything up to the checksum block's end).
 
     Raises ImageError when the image is invalid or its appended digest does not match."""
-    read, data_end, body, hashed = _layout(partition)
-    digest = _sha256_of(read, body)
-    if hashed and digest != _stored_digest(read, body):
+    _, _, digest, appended = _scan(partition, checksum=False)
+    if appended is not None and digest != appended:
         raise ImageError("SHA-256 digest does not match")
     return digest
 
 
 def checksum(partition):
-    """(stored, calculated) checksum bytes.  XORs the data in 4 KiB chunks as big ints, which is
-    far faster than a per-byte loop in bytecode; the XOR of all bytes is order-independent."""
-    read, data_end, body, hashed = _layout(partition)
-    buf = bytearray(4096)
-    mv = memoryview(buf)
-    seg = bytearray(SEG_HEADER_LEN)
-    hdr = bytearray(2)
-    read(0, hdr)
-    acc = 0
-    pos = HEADER_LEN
-    for _ in range(hdr[1]):
-        read(pos, seg)
-        n = struct.unpack_from("<I", seg, 4)[0]
-        pos += SEG_HEADER_LEN
-        end = pos + n
-        while pos < end:
-            k = min(4096, end - pos)
-            read(pos, mv[:k])
-            acc ^= int.from_bytes(mv[:k], "little")
-            pos += k
-    calc = CHECKSUM_MAGIC
-    for b in acc.to_bytes(4096, "little"):
-        calc ^= b
-    read(body - 1, mv[:1])
-    return buf[0], calc
+    """(stored, calculated) checksum bytes: 0xEF XOR every byte of segment data (XORed as 32-bit
+    words: the XOR of all bytes is the XOR of the words' four bytes)."""
+    stored, calc, _, _ = _scan(partition, sha=False)
+    return stored, calc
 
 
 def verify_image(partition, chip_id=CHIP_ESP32S3):
-    """Full check as esp_image_verify does it: header, desc, segments, checksum, digest.
+    """Full check as esp_image_verify does it: header, desc, segments, checksum, digest -- in
+    one pass over the image.
 
     Returns the AppDesc; raises ImageError with the reason otherwise."""
     buf = bytearray(DESC_END)
     _reader(partition)(0, buf)
     desc = check_header(buf, chip_id)
-    stored, calc = checksum(partition)
+    stored, calc, digest, appended = _scan(partition, sha=desc.hash_appended)
     if stored != calc:
         raise ImageError("checksum 0x%02x does not match calculated 0x%02x" % (stored, calc))
-    if desc.hash_appended and not verify_digest(partition):
+    if desc.hash_appended and digest != appended:
         raise ImageError("SHA-256 digest does not match")
     return desc

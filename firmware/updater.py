@@ -3,63 +3,47 @@
 # partition. It never reboots; the caller does, and the new image confirms itself after its
 # health check (until then the bootloader rolls it back on the next reset).
 #
-# Flash: erasing is lazy, just ahead of the write position, each region once: a 64 KiB block
-# erase wherever a whole block of the image starts on a block boundary, 4 KiB sector erases for
-# the tail. Every byte is programmed once, with writeblocks(n, buf, offset) after the erase.
+# install() composes the stages of firmware/update/ (docs/ARCHITECTURE.md draws them):
+#   source:  HttpSource (Range resume), wrapped by GzipSource (a ".gz" URL, or a response with
+#            Content-Encoding: gzip) -- so what follows always sees plain image bytes;
+#   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256;
+#   writer:  FlashWriter (lazy 64 KiB / 4 KiB erase, program once, read-back, scrub);
+#   commit:  image length, set_boot.
+# A new capability (a signature check, a delta source) is one more stage here.
 #
-# Memory: one chunk buffer (plus gzip's window and ring when inflating) reused for the download,
-# the resume re-hash and the read-back; the steady-state chunk loop allocates nothing.
+# The offer's md5/sha256/size describe the file the server stores: for a ".gz" URL that is the
+# compressed file (the md5 a platform computes over the upload), checked on the wire bytes; for
+# on-the-fly Content-Encoding it is the image itself.
 #
-# Resume: a dropped connection continues with a Range request at the write position (all of it
-# programmed and hashed). Progress is persisted in board.settings["ota_resume"] at 64 KiB
-# boundaries, at most once a second (a settings write wears flash and costs time), so
-# after a reset the same offer continues from there, re-hashing what is on flash (MicroPython
-# hash objects cannot be saved) rather than trusting it; if the result then fails its digest
-# check the engine starts over once from byte 0. A server answering 200 to a Range request has
-# the already-written part of its body skipped.
+# Resume: a dropped connection continues with a Range request where the checks left off; after
+# a reset the same offer continues from its resume record (firmware/update/resume.py),
+# re-hashing what is on flash; if that result then fails a check the engine starts over once
+# from byte 0. A gzip stream cannot continue mid-stream: it restarts from byte 0 but skips
+# re-writing what is on flash. After a failure that got as far as the flash, the target's first
+# sector is erased.
 #
-# gzip: a URL ending in ".gz" or a "Content-Encoding: gzip" response is inflated on the fly. The
-# offer's md5/sha256/size describe the file the server stores: for a ".gz" URL that is the
-# compressed file (the md5 a platform computes over the upload); for on-the-fly
-# Content-Encoding it is the image itself. A gzip download cannot continue mid-stream (the
-# inflater state is lost), so it restarts from byte 0 but skips re-writing what is on flash.
-#
-# After a failure that gets as far as the flash, the first sector of the target is erased. A
-# partial image could not boot anyway (set_boot and the bootloader verify the image's SHA-256),
-# but a complete image that failed *our* checks (md5, sha256, version) would verify, and the
-# bootloader falls back to any verifying slot if the running one ever breaks: it must not.
-import hashlib
-import time
+# Memory: one chunk buffer (plus gzip's window and ring when inflating), and a 64 KiB stage
+# when the heap has room for it (a board with PSRAM): then whole 64 KiB blocks are erased at
+# once, else 4 KiB sectors (see flash_writer.py). A 64 KiB chunk is its own stage.
 import binascii
+import gc
 
-from firmware import app_image, http_client, log, version as _version
+from firmware import log
+from firmware.update import checks, commit, resume as resume_mod
+from firmware.update.errors import (E_DOWNLOAD, E_FLASH, E_INTEGRITY, E_VERSION,  # noqa: F401
+                                    UpdateError, short)
+from firmware.update.flash_writer import BLOCK, FlashWriter
+from firmware.update.http_source import HttpSource
+from firmware.update.pipeline import PROGRESS_MS, Pipeline  # noqa: F401
 
-SECTOR = 4096
-BLOCK = 65536
-RESUME_KEY = "ota_resume"
-PERSIST_EVERY = BLOCK  # resume progress is saved at most once per 64 KiB downloaded ...
-PERSIST_MS = 1000      # ... and once a second: settings writes wear flash and take time
+RESUME_KEY = resume_mod.KEY
+PERSIST_MS = 1000      # resume records at most once a second (and per 64 KiB)
 RETRIES = 5            # consecutive failed attempts (no progress) before giving up
 BACKOFF_MS = 500       # first retry delay, doubled per failure up to BACKOFF_MAX_MS
 BACKOFF_MAX_MS = 8000
-PROGRESS_MS = 250      # progress callbacks at most this often (plus one at the end)
-
-E_DOWNLOAD = -1   # download / init
-E_INTEGRITY = -2  # md5, sha256, size, header
-E_FLASH = -3      # flash write, read-back or boot switch
-E_VERSION = -4    # version or package type
+BIG_HEAP = 256 * 1024  # with this much free heap (a board with PSRAM), a 64 KiB stage
 
 _log = log.get("updater")
-
-
-class UpdateError(Exception):
-    def __init__(self, code, reason):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def __str__(self):
-        return "%s (%d)" % (self.reason, self.code)
 
 
 class Offer:
@@ -72,28 +56,6 @@ class Offer:
         self.sha256 = sha256
         self.version = version
         self.force = force
-
-
-class _Empty:
-    """The rest of a body that had already arrived in full."""
-
-    def readinto(self, buf):
-        return 0
-
-    def close(self):
-        pass
-
-
-class _Retry(Exception):
-    """An attempt failed in a way a new request may fix (dropped connection, 5xx, timeout)."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _hex_digest(h):
-    return binascii.hexlify(h.digest()).decode()
 
 
 def _hexarg(value, n, what):
@@ -109,11 +71,6 @@ def _hexarg(value, n, what):
     return s
 
 
-def _short(text, n=60):
-    text = str(text)
-    return text if len(text) <= n else text[:n] + "..."
-
-
 def _url_path(url):
     i = url.find("?")
     j = url.find("#")
@@ -122,23 +79,10 @@ def _url_path(url):
     return url if i < 0 else url[:i]
 
 
-def _content_range(value):
-    """(start, total or None) of a "bytes start-end/total" header, or None when malformed."""
-    try:
-        v = value.strip()
-        if not v.startswith("bytes "):
-            return None
-        span, total = v[6:].split("/")
-        start = int(span.split("-")[0])
-        return start, (None if total.strip() == "*" else int(total))
-    except (ValueError, IndexError):
-        return None
+class _Update:
+    """One offer, validated against the target partition; builds the stages for each pass."""
 
-
-class _Job:
-    def __init__(self, board, offer, progress, tls, timeout_ms, chunk, retries, probe):
-        if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
-            raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
+    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage):
         self.board = board
         self.offer = offer
         self.url = offer.url
@@ -152,440 +96,126 @@ class _Job:
             raise UpdateError(E_DOWNLOAD, "bad size in offer")
         if self.size is not None and self.size <= 0:
             raise UpdateError(E_INTEGRITY, "bad size in offer")
-        self.progress = progress
+        self.running = running_version
         self.tls = tls
         self.timeout_ms = timeout_ms
-        self.retries = retries
-        self.probe = probe
+        self.chunk = chunk
+        self.stage = stage
         self.gz_url = _url_path(self.url).lower().endswith(".gz")
-        self.gz = self.gz_url  # learnt from Content-Encoding too
-        self.gz_error = None
         P = board.Partition
         try:
             self.part = P(P.RUNNING).get_next_update()
             info = self.part.info()
-            self.label = info[4]
-            self.psize = info[3]
-            self.blocks = P(self.label, BLOCK)  # the same partition with a 64 KiB erase unit
         except (OSError, ValueError) as e:
             raise UpdateError(E_FLASH, "no OTA partition to write: %s" % e)
-        self._buf = bytearray(chunk)
-        self._mv = memoryview(self._buf)
-        self.pos = 0         # image bytes programmed (and hashed), from the partition start
-        self.erased = 0      # erase frontier
-        self.desc = None     # AppDesc once the header was checked
-        self.need = None     # image bytes expected, when known
-        self.resumed = False  # continued from a record persisted before a reset
-        self.t0 = time.ticks_ms()
-        self.d0 = 0
-        self.t_prog = self.t0
-        self.t_persist = self.t0
-        self._new_hashes()
+        self.label = info[4]
+        self.psize = info[3]
+        self.buf = None
+        self.writers = []      # one per pass; a failed pass may have left flash written
+        self.touched = False
+        self.desc = None
 
-    # ---- hashes ----------------------------------------------------------------------------
-    def _new_hashes(self):
-        """Fresh hash objects. Image side: md5 for the read-back, plus the offer's digests when
-        they describe the image; wire side: the offer's digests for a ".gz" file."""
-        self.h_img = hashlib.md5()
-        self.h_img_sha = None
-        self.h_wire = None
-        self.h_wire_sha = None
-        if self.gz_url:
-            if self.md5:
-                self.h_wire = hashlib.md5()
-            if self.sha256:
-                self.h_wire_sha = hashlib.sha256()
-        elif self.sha256:
-            self.h_img_sha = hashlib.sha256()
-        self.hashed = 0  # image bytes covered by the image-side hashes
-
-    # ---- checks ----------------------------------------------------------------------------
-    def precheck(self, running_version):
+    def precheck(self):
         o = self.offer
         if o.version is not None and not o.force:
-            self._check_newer(o.version, running_version)
+            checks.check_newer(o.version, self.running)
         if self.size is not None and not self.gz_url and self.size > self.psize:
             raise UpdateError(E_INTEGRITY, "image (%d bytes) larger than partition %s (%d bytes)"
                               % (self.size, self.label, self.psize))
-        self.running_version = running_version
 
-    def _check_newer(self, offered, running):
-        try:
-            newer = _version.is_newer(offered, running)
-        except ValueError:
-            raise UpdateError(E_VERSION, "cannot compare versions %s and %s"
-                              % (_short(offered, 32), _short(running, 32)))
-        if not newer:
-            raise UpdateError(E_VERSION, "version %s is not newer than running %s"
-                              % (_short(offered, 32), _short(running, 32)))
+    def resume_store(self):
+        return resume_mod.Resume(self.board.settings, self.url, self.offer.version, self.md5,
+                                 self.size, self.label, self.psize, PERSIST_MS)
 
-    def _check_header(self, data):
-        try:
-            desc = app_image.check_header(data)
-        except app_image.ImageError as e:
-            raise UpdateError(E_INTEGRITY, "bad image: %s" % e)
-        o = self.offer
-        if o.version is not None:
-            if not _version.same(desc.version, str(o.version)):
-                raise UpdateError(E_VERSION, "image is version %s, offer says %s"
-                                  % (_short(desc.version, 32), _short(o.version, 32)))
-        elif not o.force:
-            self._check_newer(desc.version, self.running_version)
-        self.desc = desc
-
-    # ---- resume records --------------------------------------------------------------------
-    def _record_matches(self, r):
-        o = self.offer
-        if not isinstance(r, dict) or r.get("label") != self.label:
-            return False
-        if r.get("size") != self.size or r.get("version") != o.version or r.get("md5") != self.md5:
-            return False
-        if not self.md5 and r.get("url") != self.url:  # a pre-signed URL changes per push; md5 not
-            return False
-        w = r.get("written")
-        return isinstance(w, int) and 0 < w <= self.psize and w % SECTOR == 0 \
-            and w % len(self._buf) == 0
-
-    def load_resume(self):
-        settings = self.board.settings
-        r = settings.get(RESUME_KEY)
-        if r is None:
-            return
-        if not self._record_matches(r):
-            settings.delete(RESUME_KEY)
-            return
-        self.pos = r["written"]
-        self.erased = self.pos  # whatever lies beyond was maybe half-written: erase it again
-        self.resumed = True
-        _log.info("resuming the download at %d bytes (written before a reset)", self.pos)
-
-    def _persist(self):
-        self.t_persist = time.ticks_ms()
-        w = self.pos - self.pos % SECTOR
-        try:
-            self.board.settings.set(RESUME_KEY, {"url": self.url, "version": self.offer.version,
-                                                 "md5": self.md5, "size": self.size,
-                                                 "written": w, "label": self.label})
-        except Exception as e:  # a full NVS costs the resume ability, not the update
-            _log.warning("cannot persist download progress: %r", e)
-
-    def _forget(self):
-        try:
-            self.board.settings.delete(RESUME_KEY)
-        except Exception as e:
-            _log.warning("cannot clear download progress: %r", e)
-
-    # ---- flash -----------------------------------------------------------------------------
-    def _erase_next(self, limit):
-        e = self.erased
-        try:
-            if e % BLOCK == 0 and e + BLOCK <= limit:
-                self.blocks.ioctl(6, e // BLOCK)
-                self.erased = e + BLOCK
-            else:
-                self.part.ioctl(6, e // SECTOR)
-                self.erased = e + SECTOR
-        except OSError as err:
-            raise UpdateError(E_FLASH, "flash erase failed at 0x%x: %s" % (e, err))
-
-    def _erase_limit(self):
-        # Erase only what the image needs; with its size unknown (chunked / gzip), whole blocks
-        # up to the end of the partition (at most one block more than needed).
-        n = self.need if self.need is not None else self.psize
-        return (n + SECTOR - 1) // SECTOR * SECTOR
-
-    def _read_flash(self, off, data):
-        try:
-            self.part.readblocks(off // SECTOR, data, off % SECTOR)
-        except OSError as e:
-            raise UpdateError(E_FLASH, "flash read failed at 0x%x: %s" % (off, e))
-
-    def _rehash_flash(self):
-        """Hash what an earlier run left on flash (0..pos) and check its header again."""
-        self._new_hashes()
-        buf = self._buf
-        chunk = len(buf)
-        off = 0
-        while off < self.pos:
-            self._read_flash(off, buf)  # pos is a multiple of the chunk size
-            if off == 0:
-                self._check_header(buf)
-            self.h_img.update(buf)
-            if self.h_img_sha is not None:
-                self.h_img_sha.update(buf)
-            off += chunk
-        self.hashed = self.pos
-
-    # ---- one download attempt --------------------------------------------------------------
-    def _open(self):
-        """Request the rest of the file; return (source, image offset of its first byte)."""
-        start = 0 if self.gz else self.pos
-        try:
-            resp = http_client.request("GET", self.url, timeout_ms=self.timeout_ms, tls=self.tls,
-                                       range_start=start if start else None)
-        except http_client.HttpError as e:
-            raise _Retry(e.reason)
-        try:
-            return self._accept(resp, start)
-        except BaseException:
-            resp.close()
-            raise
-
-    def _accept(self, resp, start):
-        st = resp.status
-        h = resp.headers
-        if st >= 500 or st in (408, 429):
-            raise _Retry("HTTP %d %s" % (st, _short(resp.reason, 40)))
-        if st == 416 and start and start == self.need and not self.gz:
-            resp.close()
-            return _Empty(), start  # everything had arrived; only the end of the body was lost
-        if st == 416 and start:
-            _log.warning("server refused the Range request; starting over")
-            self._restart()
-            raise _Retry("HTTP 416")
-        if st not in (200, 206):
-            raise UpdateError(E_DOWNLOAD, "HTTP %d %s" % (st, _short(resp.reason, 40)))
-        encoded = "gzip" in h.get("content-encoding", "").lower()
-        if encoded and not self.gz:
-            self.gz = True
-            if start:  # ranges of an encoded body mean nothing to the inflater: start over
-                raise _Retry("gzip response to a Range request")
-        length = resp.length
-        if st == 206:
-            cr = _content_range(h.get("content-range", ""))
-            if not start or cr is None or cr[0] != start:
-                raise UpdateError(E_DOWNLOAD, "bad Content-Range in 206 response")
-            total = cr[1]
-            first = start
-        else:
-            total = length
-            first = 0
-        served = self.size if (self.gz_url or not self.gz) else None
-        if served is not None and total is not None and total != served:
-            raise UpdateError(E_INTEGRITY, "server file is %d bytes, offer says %d" % (total, served))
-        if self.gz:
-            self.need = self.size if not self.gz_url else None  # image size, when known
-        else:
-            self.need = self.size if self.size is not None else total
-            if self.need is not None and self.need > self.psize:
-                raise UpdateError(E_INTEGRITY, "image (%d bytes) larger than partition %s (%d bytes)"
-                                  % (self.need, self.label, self.psize))
-        if self.gz:
-            self._new_hashes()  # the stream starts again at 0: so do the hashes
-            hashes = [x for x in (self.h_wire, self.h_wire_sha) if x is not None]
-            from firmware import gunzip  # only when needed (RAM)
-            self.gz_error = gunzip.GzipError
-            return gunzip.Gunzip(resp, len(self._buf), len(self._buf), hashes), 0
-        return resp, first
-
-    def _restart(self):
-        self.pos = 0
-        self.erased = 0
-        self._new_hashes()
-
-    def _pump(self, src, off):
-        """Copy the stream (starting at image offset `off`) to flash; return the end offset."""
-        buf = self._buf
-        mv = self._mv
-        chunk = len(buf)
-        part = self.part
-        h = self.h_img
-        hs = self.h_img_sha
-        probe = self.probe
-        progress = self.progress
-        limit = self.need if self.need is not None else self.psize
-        elimit = self._erase_limit()
-        wire_total = self.size if self.gz_url else None
-        while True:
-            n = src.readinto(buf)
-            if n != chunk:  # short read (end of body, chunk boundary): fill up or finish
-                while 0 < n < chunk:
-                    m = src.readinto(mv[n:])
-                    if not m:
-                        break
-                    n += m
-                if not n:
-                    return off
-            end = off + n
-            if end > limit:
-                if self.need is not None:
-                    raise UpdateError(E_INTEGRITY, "body longer than the %d bytes announced" % limit)
-                raise UpdateError(E_INTEGRITY, "image larger than partition %s (%d bytes)"
-                                  % (self.label, self.psize))
-            data = buf if n == chunk else mv[:n]
-            if off >= self.hashed:
-                if off == 0 and self.desc is None:
-                    self._check_header(data)  # before the first erase
-                h.update(data)
-                if hs is not None:
-                    hs.update(data)
-                self.hashed = end
-            if off >= self.pos:
-                while self.erased < end:
-                    self._erase_next(elimit)
-                try:
-                    part.writeblocks(off >> 12, data, off & 4095)
-                except OSError as e:
-                    raise UpdateError(E_FLASH, "flash write failed at 0x%x: %s" % (off, e))
-                self.pos = end
-                if end % PERSIST_EVERY == 0 and \
-                        time.ticks_diff(time.ticks_ms(), self.t_persist) >= PERSIST_MS:
-                    self._persist()
-            off = end
-            if progress is not None:
-                now = time.ticks_ms()
-                if time.ticks_diff(now, self.t_prog) >= PROGRESS_MS:
-                    self.t_prog = now
-                    self._report(src.wire if wire_total else off, wire_total or self.need)
-            if probe is not None:
-                probe(off)
-
-    def _report(self, done, total):
-        ms = time.ticks_diff(time.ticks_ms(), self.t0)
-        rate = (done - self.d0) * 1000 // ms if ms > 0 and done > self.d0 else 0
-        try:
-            self.progress(done, total, rate)
-        except Exception as e:  # a broken display must not break the update
-            _log.warning("progress callback failed: %r", e)
-
-    def _attempt(self):
-        src, off = self._open()
-        try:
-            if off < self.pos and not self.gz:
-                _log.warning("server ignored the Range request; skipping %d bytes", self.pos - off)
-            end = self._pump(src, off)
-            if self.gz:
-                src.drain(self.size if self.size is not None and self.gz_url else self.psize)
-        finally:
-            src.close()
-        return end, src
-
-    # ---- the whole update ------------------------------------------------------------------
-    def run(self):
-        if self.pos and not self.gz:
-            self._rehash_flash()
-        fails = 0
-        attempts = 0
-        delay = BACKOFF_MS
-        self.d0 = self.pos
-        while True:
-            before = self.pos
-            attempts += 1
-            try:
-                end, src = self._attempt()
-                break
-            except _Retry as e:
-                reason = e.reason
-            except http_client.HttpError as e:  # the connection broke mid-body
-                reason = e.reason
-            except UpdateError:
-                raise
-            except Exception as e:
-                if self.gz_error is not None and isinstance(e, self.gz_error):
-                    raise UpdateError(E_INTEGRITY, str(e))
-                raise
-            fails = 0 if self.pos > before else fails + 1
-            if fails > self.retries or attempts > 4 * (self.retries + 1):
-                raise UpdateError(E_DOWNLOAD, "download failed: %s" % _short(reason))
-            _log.warning("download interrupted at %d bytes (%s); retrying in %d ms",
-                         self.pos, reason, delay)
-            time.sleep_ms(delay)
-            delay = min(delay * 2, BACKOFF_MAX_MS)
-        self._finish(end, src)
-        return self.label
-
-    def _finish(self, end, src):
-        need = self.need
-        if end == 0 or self.desc is None:
-            raise UpdateError(E_INTEGRITY, "empty or too short download")
-        if need is not None and end < need:
-            raise UpdateError(E_INTEGRITY, "truncated: got %d of %d bytes" % (end, need))
-        if self.gz_url and self.size is not None and src.wire != self.size:
-            raise UpdateError(E_INTEGRITY, "download is %d bytes, offer says %d" % (src.wire, self.size))
-        img_md5 = self.h_img.digest()
-        md5 = self.h_wire if self.gz_url else None
-        got = _hex_digest(md5) if md5 is not None else binascii.hexlify(img_md5).decode()
-        if self.md5 and got != self.md5:
-            raise UpdateError(E_INTEGRITY, "md5 mismatch")
-        sha = self.h_wire_sha if self.gz_url else self.h_img_sha
-        if self.sha256 and _hex_digest(sha) != self.sha256:
-            raise UpdateError(E_INTEGRITY, "sha256 mismatch")
-        # What landed on flash, read back through the same buffer.
-        buf = self._buf
-        mv = self._mv
-        chunk = len(buf)
-        h = hashlib.md5()
-        off = 0
-        while off < end:
-            n = min(chunk, end - off)
-            data = buf if n == chunk else mv[:n]
-            self._read_flash(off, data)
-            h.update(data)
-            off += n
-        if h.digest() != img_md5:
-            raise UpdateError(E_FLASH, "flash read-back does not match the download")
-        try:
-            length = app_image.image_length(self.part)
-        except app_image.ImageError as e:
-            raise UpdateError(E_INTEGRITY, "bad image: %s" % e)
-        if length > end:
-            raise UpdateError(E_INTEGRITY, "image needs %d bytes, got %d" % (length, end))
-        try:
-            self.part.set_boot()
-        except OSError as e:
-            try:
-                ok = app_image.verify_digest(self.part)
-            except (app_image.ImageError, OSError):
-                ok = False
-            if not ok:
-                raise UpdateError(E_INTEGRITY, "image digest does not verify")
-            raise UpdateError(E_FLASH, "boot switch failed: %s" % e)
+    def pipeline(self, written, store, progress, probe):
+        """Fresh stages for one pass; `written`: bytes on flash from before a reset."""
+        if self.buf is None:
+            self.buf = bytearray(self.chunk)
+        gz = self.gz_url
+        # The stored file's digests: on the wire bytes for a .gz file, else on the image.
+        md5 = checks.Digest("md5", None if gz else self.md5)  # also what the read-back matches
+        image = [md5]
+        taps = []
+        if self.sha256:
+            (taps if gz else image).append(checks.Digest("sha256", self.sha256))
+        if gz and self.md5:
+            taps.insert(0, checks.Digest("md5", self.md5))
+        src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps)
+        from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
+        src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
+        self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
+        if self.writers:
+            last = self.writers[-1]
+            self.touched = self.touched or bool(last.erased or last.pos)
+        writer = FlashWriter(self.part, self.stage)
+        writer.resume(written)
+        self.writers.append(writer)
+        return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
+                        md5, taps, None if gz else self.size, store, progress, probe)
 
     def scrub(self):
-        """After a final failure: make sure nothing in the target can ever be booted."""
-        if self.erased or self.pos:
-            try:
-                self.part.ioctl(6, 0)
-            except OSError as e:
-                _log.warning("could not erase the failed image's first sector: %s", e)
+        """The first sector goes when any pass touched the target (a resumed pass counts)."""
+        w = self.writers
+        if w and (self.touched or w[-1].erased or w[-1].pos):
+            w[-1].scrub_now()
+
+
+def _stage(chunk, want):
+    """The 64 KiB block stage: wanted (True/False), or None: when BIG_HEAP is free."""
+    if chunk >= BLOCK or want is False:
+        return None
+    if want is None:
+        gc.collect()
+        if gc.mem_free() < BIG_HEAP:
+            return None
+    try:
+        return bytearray(BLOCK)
+    except MemoryError:
+        return None
 
 
 def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,
-            retries=RETRIES, probe=None):
+            retries=RETRIES, probe=None, stage=None):
     """Download `offer` into the next OTA partition and set it to boot; return its label.
 
     progress(done, total, rate_bytes_s) is called at most every PROGRESS_MS (total may be None).
-    probe(offset), for benchmarks, is called after every chunk. Raises UpdateError (.code, .reason);
-    the boot partition is untouched then. Never reboots."""
-    job = _Job(board, offer, progress, tls, timeout_ms, chunk, retries, probe)
-    job.precheck(running_version)
-    job.load_resume()
-    _log.info("update %s -> %s into %s", running_version, offer.version or "?", job.label)
+    probe(offset), for benchmarks, is called after every chunk. chunk: the buffer size, a power
+    of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
+    or None: when the heap has BIG_HEAP free. Raises UpdateError (.code, .reason); the boot
+    partition is untouched then. Never reboots."""
+    if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
+        raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
+    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage))
+    up.precheck()
+    store = up.resume_store()
+    written = store.load(chunk)
+    _log.info("update %s -> %s into %s", running_version, offer.version or "?", up.label)
     try:
         try:
-            job.run()
+            pipe = up.pipeline(written, store, progress, probe)
+            end = pipe.run(retries, BACKOFF_MS, BACKOFF_MAX_MS)
+            commit.commit(up.part, end)
         except UpdateError as e:
             # A resumed download trusted flash written before a reset; if the result does not
             # verify, do it once more from scratch before giving up.
-            if not job.resumed or e.code == E_DOWNLOAD:
+            if not written or e.code == E_DOWNLOAD:
                 raise
             _log.warning("resumed image failed (%s); downloading again from the start", e.reason)
-            job.resumed = False
-            job._restart()
-            job.desc = None
-            job.run()
+            pipe = up.pipeline(0, store, progress, probe)
+            end = pipe.run(retries, BACKOFF_MS, BACKOFF_MAX_MS)
+            commit.commit(up.part, end)
     except UpdateError as e:
-        job.scrub()
-        job._forget()
+        up.scrub()
+        store.forget()
         _log.error("update failed: %s", e)
         raise
     except Exception as e:
-        job.scrub()
-        job._forget()
+        up.scrub()
+        store.forget()
         _log.error("update failed: %r", e)
-        raise UpdateError(E_DOWNLOAD, "internal error: %s" % _short(repr(e)))
-    job._forget()
+        raise UpdateError(E_DOWNLOAD, "internal error: %s" % short(repr(e)))
+    store.forget()
     if progress is not None:
-        job._report(job.pos, job.pos)
-    _log.info("image %s written to %s and set to boot", job.desc.version, job.label)
-    return job.label
+        pipe.report(end, end)
+    _log.info("image %s written to %s and set to boot", up.header.desc.version, up.label)
+    return up.label

@@ -224,6 +224,27 @@ def test_mpy_image_past_partition_end(tmp_path):
     assert run_parser(code, path, 3 * 4096) is None  # exactly fits
 
 
+def test_mpy_checksum_native_and_fallback_agree(tmp_path):
+    """The one-pass verify XORs segment data with a viper helper on ports that have a native
+    emitter (the unix port does) and with big ints elsewhere; both give esptool's checksum."""
+    image = bytearray(build_image.build_image("1.0.0", size=300000, seed=5))
+    image[70001] ^= 0x5A                       # breaks the checksum: both must see it
+    path = write(tmp_path, "app.bin", bytes(image))
+    got = run_parser(
+        "native = app_image._xor is app_image._xor_native\n"
+        "a = app_image.checksum(part)\n"
+        "app_image._xor = app_image._xor_big\n"
+        "b = app_image.checksum(part)\n"
+        "print(json.dumps([native, a, b]))\n", path, 0x80000)
+    native, a, b = got
+    assert native is True
+    assert a == b and a[0] != a[1]
+    _, out = esptool_info(path)                # the oracle: esptool's own calculation
+    m = re.search(r"Checksum: 0x([0-9a-f]{2}) \(invalid - calculated 0x([0-9a-f]{2})\)", out)
+    assert m, out
+    assert a == [int(m.group(1), 16), int(m.group(2), 16)]
+
+
 def test_mpy_stream_length_matches_the_flash_walk(tmp_path):
     """StreamLength (the image's length learnt while it streams, for the signature check) gives
     what image_length reads from flash, whatever the chunking; non-images give an error."""

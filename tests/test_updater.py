@@ -17,7 +17,7 @@ import pytest
 import build_image
 import mkflash
 from conftest import MICROPYTHON, mpy_env, mpy_json
-from http_fault_server import Reply, start
+from image_server import ImageServer
 
 SIZE = 200000            # 3 x 64 KiB blocks + 1 sector of tail
 OTA1 = 0x310000          # ota_1 in the ESP-BOX-3 table
@@ -61,13 +61,13 @@ if cut:
             orig_program(addr, data)
         b.flash.erase = erase
         b.flash.program = program
-    elif kind == 'stuck_bit':                  # a flash cell that will not program a 0 -> 1
+    elif kind == 'stuck_bit':                  # a cell (ota_1 offset nth) that stays 0
         orig_program = b.flash.program
+        cell = b.Partition('ota_1').info()[2] + nth
         def program(addr, data):
-            count[0] += 1
-            if count[0] == nth:
+            if addr <= cell < addr + len(data):
                 data = bytearray(data)
-                data[100] &= 0xFE
+                data[cell - addr] &= 0xFE
             orig_program(addr, data)
         b.flash.program = program
     elif kind == 'set_boot':
@@ -78,7 +78,8 @@ def on_progress(done, total, rate):
 try:
     label = updater.install(b, updater.Offer(**a['offer']), a.get('running', '1.0.0'),
                             progress=on_progress, timeout_ms=a.get('timeout_ms', 5000),
-                            retries=a.get('retries', 5), chunk=a.get('chunk', 4096))
+                            retries=a.get('retries', 5), chunk=a.get('chunk', 4096),
+                            stage=a.get('stage'))
     out = {'ok': True, 'label': label}
 except updater.UpdateError as e:
     out = {'ok': False, 'code': e.code, 'reason': e.reason}
@@ -95,55 +96,6 @@ from firmware.board import sim
 b = sim.Board({})
 print(json.dumps([b.Partition(b.Partition.RUNNING).info()[4], b.app_desc().version, b.ota_state()]))
 """
-
-
-class ImageServer:
-    """Serves files from memory with Range support; faults per request (plan) or for all (fault)."""
-
-    def __init__(self):
-        self.files = {}
-        self.plan = []
-        self.fault = {}
-        self.port, self._stop = start(self.handle)
-        self.requests = self._stop.requests
-
-    def url(self, path, query="?X-Signature=s3cr3t&Expires=1"):
-        return "http://127.0.0.1:%d%s%s" % (self.port, path, query)
-
-    def handle(self, req):
-        i = len(self.requests) - 1
-        f = self.plan[i] if i < len(self.plan) else self.fault
-        body = self.files.get(req.target.split("?")[0])
-        if body is None:
-            return Reply(404, b"not found")
-        if f.get("status"):
-            return Reply(f["status"], b"error")
-        status, start_at, headers = 200, 0, dict(f.get("headers", {}))
-        rng = req.headers.get("range")
-        if rng and not f.get("ignore_range"):
-            start_at = int(rng.split("=")[1].split("-")[0])
-            if start_at >= len(body):
-                return Reply(416, b"")
-            status = 206
-            headers["Content-Range"] = "bytes %d-%d/%d" % (start_at, len(body) - 1, len(body))
-        if "pace" in f:           # (bytes, seconds): a slow link, written by hand
-            step, pause = f["pace"]
-            head = "HTTP/1.1 %d OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
-                status, len(body) - start_at)
-            req.conn.sendall(head.encode())
-            for i in range(start_at, len(body), step):
-                req.conn.sendall(body[i:i + step])
-                time.sleep(pause)
-            return None
-        kw = {}
-        if "close_at" in f:       # an absolute offset in the file: the connection drops there
-            kw["close_after"] = max(0, f["close_at"] - start_at)
-        if "stall_at" in f:
-            kw["stall_after"] = max(0, f["stall_at"] - start_at)
-        return Reply(status, body[start_at:], headers=headers, mode=f.get("mode", "length"), **kw)
-
-    def stop(self):
-        self._stop()
 
 
 @pytest.fixture
@@ -322,6 +274,15 @@ def test_gzip_file_md5_is_of_the_compressed_file(root, server):
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+def test_gzip_with_64k_chunks_block_erases(root, server):
+    data = image()
+    r = install(root, offer_for(server, gzip.compress(data), path="/fw.bin.gz"), chunk=65536)
+    assert r["ok"], r
+    blocks, sectors = minimal_erases(SIZE)
+    assert (r["counters"]["erase_64k"], r["counters"]["erase_4k"]) == (blocks, sectors + 1)
+    assert flash_at(root, OTA1, SIZE) == data
+
+
 def test_gzip_file_with_image_md5_is_rejected(root, server):
     data = image()
     o = offer_for(server, gzip.compress(data), path="/fw.bin.gz")
@@ -456,7 +417,7 @@ def test_sha256_match(root, server):
 def test_flash_read_back_mismatch(root, server):
     data = image()
     data = data[:4096 * 7 + 100] + bytes([data[4096 * 7 + 100] | 1]) + data[4096 * 7 + 101:]
-    r = install(root, offer_for(server, data), cut=["stuck_bit", 8])
+    r = install(root, offer_for(server, data), cut=["stuck_bit", 4096 * 7 + 100])
     _failed(r, -3, "read-back")
     assert_old_boots(root)
 
@@ -543,7 +504,7 @@ def test_power_loss_during_erase(root, server):
 def test_power_loss_mid_write_then_resume_after_reboot(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])    # 4 KiB chunks: 160 KiB in, 128 KiB persisted
+    install_until_cut(root, o, ["program", 3])     # the 3rd 64 KiB block torn, 128 KiB persisted
     assert_old_boots(root)
     with open(os.path.join(root, "settings.json")) as f:
         assert json.load(f)["ota_resume"]["written"] == 131072
@@ -556,10 +517,28 @@ def test_power_loss_mid_write_then_resume_after_reboot(root, server):
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+def test_without_a_stage_sectors_are_erased_one_by_one_and_resume_works(root, server):
+    """A small heap (no room for the 64 KiB stage): every sector erased once with ioctl(6),
+    each 4 KiB chunk programmed as it arrives, and a reset still resumes at 128 KiB."""
+    data = image()
+    o = offer_for(server, data)
+    install_until_cut(root, o, ["program", 40], stage=False)   # 160 KiB in, 128 KiB persisted
+    assert_old_boots(root)
+    n = len(server.requests)
+    r = install(root, o, stage=False)
+    assert r["ok"], r
+    assert server.requests[n].headers["range"] == "bytes=131072-"
+    c = r["counters"]
+    assert (c["erase_64k"], c["erase_4k"]) == (0, -(-(SIZE - 131072) // 4096) + 1)
+    assert c["programmed_bytes"] == SIZE - 131072 + 32
+    assert flash_at(root, OTA1, SIZE) == data
+    assert boot(root)[:2] == ["ota_1", NEW]
+
+
 def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])
+    install_until_cut(root, o, ["program", 3])
     with open(os.path.join(root, "flash.bin"), "r+b") as f:   # a bit flipped while off
         f.seek(OTA1 + 70000)
         f.write(bytes([data[70000] ^ 1]))
@@ -569,6 +548,21 @@ def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server)
     assert [q.headers.get("range") for q in server.requests[n:]] == ["bytes=131072-", None]
     assert flash_at(root, OTA1, SIZE) == data
     assert boot(root)[:2] == ["ota_1", NEW]
+
+
+def test_resumed_image_that_fails_then_cannot_download_is_scrubbed(root, server):
+    data = image()
+    o = offer_for(server, data)
+    install_until_cut(root, o, ["program", 3])
+    with open(os.path.join(root, "flash.bin"), "r+b") as f:   # a bit flipped while off
+        f.seek(OTA1 + 70000)
+        f.write(bytes([data[70000] ^ 1]))
+    n = len(server.requests)
+    server.plan = [{}] * n + [{}, {"status": 404}]             # the fresh start finds nothing
+    r = install(root, o)
+    _failed(r, -1, "HTTP 404")
+    assert flash_at(root, OTA1, 4096) == b"\xff" * 4096       # nothing bootable left behind
+    assert_old_boots(root)
 
 
 def test_progress_persistence_is_rate_limited(root, server):
@@ -584,7 +578,7 @@ def test_progress_persistence_is_rate_limited(root, server):
 def test_gzip_resume_after_reboot(root, server):
     data = image()
     o = offer_for(server, gzip.compress(data), path="/fw.bin.gz")
-    install_until_cut(root, o, ["program", 20])
+    install_until_cut(root, o, ["program", 2])
     r = install(root, o)
     assert r["ok"], r
     assert r["counters"]["programmed_bytes"] == SIZE - 65536 + 32
@@ -594,7 +588,7 @@ def test_gzip_resume_after_reboot(root, server):
 def test_stale_resume_record_for_another_offer_is_ignored(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])
+    install_until_cut(root, o, ["program", 3])
     o2 = offer_for(server, image("1.2.0"), path="/other.bin", version="1.2.0")
     n = len(server.requests)
     r = install(root, o2)

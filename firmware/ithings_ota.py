@@ -1,0 +1,314 @@
+# The device's side of the iThings OTA conversation (DESIGN.md section 3), between the message
+# formats (ithings.py) and the connection (mqtt_session.py): version reports, push admission,
+# the progress codes of an update, and confirming the new image after its reboot. It talks
+# through a session object -- publish(topic, payload, qos) -> bool, send(topic, payload,
+# on_sent) for QoS 1 messages that must arrive, .connected -- so it runs without a socket.
+#
+# Rules worth knowing:
+# - One update at a time, first push wins. A push for the same version while one is queued or
+#   running is a duplicate (ignored); a push naming a different version is ignored as "busy"
+#   (logged). When an update fails the device re-reports its version, so the platform knows
+#   where it stands and can push again. Redeliveries of a handled token are ignored.
+# - A push for the version already running is ignored unless forced; the device answers it by
+#   re-reporting reportInfo, which is how the platform judges success. Other versions, older
+#   ones included, are installed: the platform names the version to run.
+# - Download progress is reported as steps 1..99 (each whole-percent change, at most once a
+#   second, QoS 0); 100 "upgraded" only once the new image is confirmed after its reboot. A
+#   reset mid-update is reported as -1 after the next boot, a rollback as -3.
+# - An admitted push waits a random 0..download_jitter_ms so a fleet pushed at once does not
+#   stampede the file server.
+import time
+
+from firmware import identity, ithings, log
+from firmware.mqtt_session import rand_below
+
+_log = log.get("mqtt")
+
+K_PENDING = "mqtt_ota_pending"   # {"pending_version", "token", "from_version", "stage"}:
+#                                  stage "download" while installing, "reboot" once set to boot
+K_LAST = "mqtt_ota_last"         # {"token", "version", "step"} of the last finished push
+PROGRESS_INTERVAL_MS = 1000
+
+
+def show(display, name, *args):
+    """Call display.<name>(*args) if it has one; a broken display is logged, never fatal."""
+    f = getattr(display, name, None) if display is not None else None
+    if f is None:
+        return
+    try:
+        f(*args)
+    except Exception as e:
+        _log.warning("display %s: %r", name, e)
+
+
+class Agent:
+    """ctx: board, config, display, running_version; optional confirmed (the OTA check confirmed
+    the image) and confirm_image(why). cfg: mqtt_ota.Settings. session: see above."""
+
+    def __init__(self, ctx, cfg, session):
+        self.ctx = ctx
+        self.board = ctx.board
+        self.display = getattr(ctx, "display", None)
+        self.running = ctx.running_version
+        self.cfg = cfg
+        self.t = cfg.topics
+        self.session = session
+        self.report_tokens = []       # our recent reportInfo tokens (a reply must match one)
+        self.ota_report_token = None
+        self.seen_tokens = []         # push tokens handled this boot
+        last = self.board.settings.get(K_LAST)
+        if isinstance(last, dict) and last.get("token"):
+            self.seen_tokens.append(last["token"])
+        self.push = None              # admitted, waiting for its jitter delay
+        self.push_at = 0
+        self.updating = None          # version being installed
+        self.push_token = None
+        self.confirm = None           # pending record waiting for reportInfoReply
+        self.confirmed_by_reply = False
+        self.valid_marked = False
+        self.last_step = 0
+        self.last_step_at = None
+        self.started = time.ticks_ms()
+        self.rereport_at = None
+        self.max_size = self._partition_size()
+
+    def _partition_size(self):
+        try:
+            P = self.board.Partition
+            return P(P.RUNNING).get_next_update().info()[3]
+        except Exception as e:
+            _log.warning("no OTA partition: %r", e)
+            return 0
+
+    def show(self, name, *args):
+        show(self.display, name, *args)
+
+    # ---- reports ----------------------------------------------------------------------------
+    def _ts(self):
+        try:
+            return self.board.time_ms()
+        except Exception:
+            return time.time() * 1000
+
+    def report_version(self):
+        """reportInfo (and, when configured, the older report) -- sent on every connect."""
+        token = ithings.new_token()
+        self.report_tokens.append(token)
+        if len(self.report_tokens) > 4:
+            self.report_tokens.pop(0)
+        try:
+            w = self.board.wifi()
+        except Exception:
+            w = {}
+        msg = ithings.report_info(token, self._ts(), self.running, self.cfg.module,
+                                  identity.format_mac(self.board.mac()), w.get("rssi"), w.get("ip"))
+        _log.info("reportInfo version %s (token %s)", self.running, token)
+        self.session.publish(self.t.thing_up, msg, 1)
+        if self.cfg.report_ota_topic and self.session.connected:
+            self.ota_report_token = ithings.new_token()
+            self.session.publish(self.t.ota_report,
+                                 ithings.report(self.ota_report_token, self._ts(), self.running,
+                                                self.cfg.module), 1)
+
+    def _progress(self, token, step, desc, important=True, on_sent=None):
+        msg = ithings.progress(token, self._ts(), step, desc, self.cfg.module)
+        _log.info("progress %d %s", step, ithings.safe_desc(desc))
+        if important:
+            self.session.send(self.t.progress, msg, on_sent)
+        else:
+            self.session.publish(self.t.progress, msg, 0)
+
+    def _rereport_soon(self):
+        now = time.ticks_ms()
+        if self.rereport_at is None or time.ticks_diff(now, self.rereport_at) > 10000:
+            self.rereport_at = now
+            self.report_version()
+
+    # ---- incoming -----------------------------------------------------------------------------
+    def handle(self, topic, msg):
+        if topic not in (self.t.ota_down, self.t.thing_down):
+            _log.warning("ignored message on foreign topic %s", topic)
+            return
+        parsed = ithings.parse_reply(msg)
+        if parsed is None:
+            _log.warning("ignored malformed message on %s (%d bytes)", topic, len(msg))
+            return
+        method, token, code, obj = parsed
+        if method == "reportInfoReply" and token is not None and token in self.report_tokens:
+            self._on_report_reply(code, obj)
+            if not ithings.has_files(obj):
+                return
+        elif method in ("reportInfoReply", "reportReply") and token is not None \
+                and token == self.ota_report_token:
+            _log.info("reply to report: code %s (ignored)", code)
+            return
+        if method == "upgrade" or ithings.has_files(obj):
+            self._on_push(obj)
+        else:
+            _log.info("ignored %s on %s", method, topic)
+
+    def _on_push(self, obj):
+        busy = self.updating or (self.push.version if self.push else None)
+        token = ithings.token_of(obj)
+        if token is not None and token in self.seen_tokens and not busy:
+            _log.info("ignored push %s: already handled", token)
+            return
+        r = ithings.parse_push(obj, self.running, busy, self.cfg.allowed_schemes,
+                               self.cfg.http_base, self.max_size, self.board.type, self.cfg.module)
+        if r.kind == "ignore":
+            _log.info("ignored push %s: %s", r.token, r.reason)
+            if r.reason.startswith("already running"):
+                self._remember(r.token)
+                if obj.get("method") == "upgrade":  # not for a reply that lists files
+                    self._rereport_soon()
+            return
+        self._remember(r.token)
+        if r.kind == "reject":
+            _log.warning("refused push %s: %d %s", r.token, r.code, r.reason)
+            self._progress(r.token, r.code, r.reason)
+            self.show("show_failure", "update refused: " + r.reason, "waiting for the next push")
+            return
+        delay = rand_below(self.cfg.jitter_ms + 1) if self.cfg.jitter_ms else 0
+        _log.info("push %s: %s -> %s (%d bytes); download starts in %d ms", r.token, self.running,
+                  r.version, r.size, delay)
+        self.push = r
+        self.push_at = time.ticks_add(time.ticks_ms(), delay)
+
+    def _remember(self, token):
+        if token is not None and token not in self.seen_tokens:
+            self.seen_tokens.append(token)
+            if len(self.seen_tokens) > 16:
+                self.seen_tokens.pop(0)
+
+    def due_push(self):
+        """The admitted push once its jitter delay is over (taken: returned once), else None."""
+        if self.push is None or time.ticks_diff(time.ticks_ms(), self.push_at) < 0:
+            return None
+        push = self.push
+        self.push = None
+        return push
+
+    # ---- confirmation after an update -----------------------------------------------------------
+    def check_pending(self):
+        """After a boot: what became of the push that was being installed before it."""
+        p = self.board.settings.get(K_PENDING)
+        if not isinstance(p, dict) or not p.get("pending_version"):
+            return
+        token = p.get("token") or ithings.new_token()
+        if p["pending_version"] == self.running:
+            _log.info("running the new version %s; waiting for reportInfoReply to confirm it",
+                      self.running)
+            self.confirm = p
+            return
+        if p.get("stage") == "download":  # a reset (power loss) cut the update short
+            _log.warning("update to %s was interrupted by a reset", p["pending_version"])
+            self.show("show_failure", "update to %s interrupted" % p["pending_version"],
+                      "running %s; waiting for the next push" % self.running)
+            self._finish(token, p["pending_version"], ithings.STEP_DOWNLOAD_FAILED,
+                         "interrupted by a reset")
+            return
+        why = "rolled back to %s" % self.running
+        _log.warning("update to %s did not stick: %s", p["pending_version"], why)
+        self.show("show_failure", "update to %s rolled back" % p["pending_version"],
+                  "running %s" % self.running)
+        self._finish(token, p["pending_version"], ithings.STEP_WRITE_FAILED, why)
+
+    def _finish(self, token, version, step, desc):
+        """Report the end of a push; forget the pending record once the report is delivered."""
+        settings = self.board.settings
+
+        def done():
+            settings.set(K_LAST, {"token": token, "version": version, "step": step})
+            settings.delete(K_PENDING)
+        self._progress(token, step, desc, True, done)
+
+    def _on_report_reply(self, code, obj):
+        if code != 200:
+            _log.warning("reportInfoReply code %s: %s", code, obj.get("msg") or obj.get("status"))
+            return
+        _log.info("reportInfoReply 200")
+        self.confirmed_by_reply = True
+        if self.cfg.confirm_by == "mqtt" and not self.valid_marked:
+            confirm = getattr(self.ctx, "confirm_image", None)
+            try:
+                if confirm is not None:
+                    self.valid_marked = bool(confirm("reportInfoReply 200"))
+                else:
+                    self.board.Partition.mark_app_valid_cancel_rollback()
+                    self.valid_marked = True
+                    _log.info("image marked valid (confirm_by mqtt)")
+            except Exception as e:
+                _log.error("mark valid failed: %r", e)
+        self.maybe_confirmed()
+
+    def maybe_confirmed(self):
+        p = self.confirm
+        if p is None or not self.confirmed_by_reply:
+            return
+        if self.cfg.confirm_by == "mqtt":
+            if not self.valid_marked:
+                return
+        elif not getattr(self.ctx, "confirmed", True):
+            return  # the OTA check confirms this image; report once it has
+        self.confirm = None
+        _log.info("update to %s confirmed", self.running)
+        self.show("show_success", "updated to %s" % self.running)
+        self._finish(p.get("token") or ithings.new_token(), self.running, ithings.STEP_DONE,
+                     "upgraded to %s" % self.running)
+
+    def confirm_timed_out(self):
+        t = self.cfg.confirm_timeout_s
+        if self.confirm is None or not isinstance(t, (int, float)) or t <= 0:
+            return False
+        return time.ticks_diff(time.ticks_ms(), self.started) > t * 1000
+
+    # ---- the update -----------------------------------------------------------------------------
+    def begin(self, push):
+        """An update starts: recorded first, so a reset mid-update is reported (-1) after the
+        next boot."""
+        self.updating = push.version
+        self.push_token = push.token
+        _log.info("update %s -> %s starts", self.running, push.version)
+        self.show("show_updating", 0, 0, self.running, push.version)
+        self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
+                                            "from_version": self.running, "stage": "download"})
+        self._progress(push.token, 1, "downloading", False)
+        self.last_step = 1
+        self.last_step_at = time.ticks_ms()
+
+    def on_download(self, done, total, rate):
+        """The updater's progress: a step report on each whole-percent change, at most once per
+        PROGRESS_INTERVAL_MS, and the display."""
+        now = time.ticks_ms()
+        pct = done * 100 // total if total else 0
+        step = 1 if pct < 1 else (99 if pct > 99 else pct)
+        due = self.last_step_at is None or \
+            time.ticks_diff(now, self.last_step_at) >= PROGRESS_INTERVAL_MS
+        if step != self.last_step and due:
+            self.last_step = step
+            self.last_step_at = now
+            if self.session.connected:
+                self._progress(self.push_token, step, "downloading %d%%" % pct, False)
+            self.show("show_updating", pct, (rate or 0) / 1024, self.running, self.updating)
+
+    def installed(self, push, label):
+        self.updating = None
+        self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
+                                            "from_version": self.running, "stage": "reboot"})
+        _log.info("installed %s in %s; rebooting", push.version, label)
+        self._progress(push.token, 99, "installed, rebooting", False)
+        self.show("show_success", "update %s installed, restarting" % push.version)
+
+    def failed(self, push, code, reason):
+        self.updating = None
+        if code not in ithings.FAIL_CODES:
+            code = ithings.STEP_DOWNLOAD_FAILED
+        _log.error("update to %s failed (%d): %s", push.version, code, reason)
+        self.show("show_failure", "update to %s failed: %s" % (push.version, reason),
+                  "still running %s; waiting for the next push" % self.running)
+        settings = self.board.settings
+        settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
+        settings.delete(K_PENDING)
+        self._progress(push.token, code, reason)
+        self._rereport_soon()
+        self.show("show_idle", self.running)

@@ -1,0 +1,16 @@
+# XOR of the 32-bit words buf[4*start : 4*end]: the inner loop of the ESP app image checksum
+# (the simulated bootloader and set_boot verify every image they touch). Native (viper): a
+# bytecode loop over 4 MiB takes seconds. Where the port has no native emitter, importing this
+# module fails and app_image XORs big ints instead.
+import micropython
+
+
+@micropython.viper
+def xor_words(buf, start: int, end: int) -> int:
+    p = ptr32(buf)  # noqa: F821 -- a viper builtin
+    a = 0
+    i = start
+    while i < end:
+        a ^= p[i]
+        i += 1
+    return a

@@ -1,0 +1,26 @@
+"""The whole app's heap floor (tools/app_heap.py): main.py's path -- boot, OTA check, update,
+reboot -- on the unix port with firmware/ precompiled as `deploy --mpy` ships it. Frozen-like
+(module bytecode and the simulated panel's GRAM not counted, as on a board running the frozen
+build), the app installs an update with 128 KiB of free heap.
+bench.json has the searched figures (app_min_heap_kib, min_heapsize_kib, heap consumers)."""
+import pytest
+
+import app_heap
+import bench
+
+
+@pytest.fixture(scope="module")
+def heap(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("mpy"))
+    bench.compile_mpy(d)
+    h = app_heap.AppHeap(d)
+    yield h
+    h.stop()
+
+
+def test_whole_app_updates_with_128k_of_free_heap_frozen_like(heap):
+    ok, free_before, log = heap.attempt(heapsize_kib=4096, free_kib=128)
+    assert ok, log
+    assert 128 * 1024 <= free_before < 132 * 1024          # the ballast left what was asked
+    assert "installing 1.1.0" in log and "set to boot" in log
+
