@@ -281,7 +281,8 @@ class App:
         progress = _Progress(self.display, self.running_version, to_v)
         try:
             label = updater.install(self.board, updater.Offer(**offer), self.running_version,
-                                    progress=progress, tls=self.tls())
+                                    progress=progress, tls=self.tls(),
+                                    min_rate=updater.min_rate(self.config))
         except updater.UpdateError as e:
             _log.error("update to %s failed: %s", to_v, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)

@@ -30,7 +30,9 @@ DEFAULTS = {
     "confirm_by": "ota_check",
     # Secure Boot V2 signatures (firmware/secure_boot.py): trusted_keys are SHA-256 key digests
     # in hex (`tools/sign_image.py digest`); require_signature None = on once any key is known.
-    "update": {"require_signature": None, "trusted_keys": []},
+    # min_rate_*: a download slower than that is retried once, then fails (update/pace.py)
+    "update": {"require_signature": None, "trusted_keys": [], "min_rate_bps": 1024,
+               "min_rate_window_s": 30},
     "display": {"autoshot": False, "shot_dir": "screenshots"},
     "log_level": "info",
 }

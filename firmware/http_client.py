@@ -47,6 +47,10 @@ class Timeout(HttpError):
     pass
 
 
+class SlowBody(Timeout):
+    """The body fell below the request's minimum rate or past its deadline (http_pace.Slow)."""
+
+
 class Permanent(HttpError):
     """A URL or redirect this client will never follow (bad URL, credentials in it, an
     unsupported scheme, too many redirects, https -> http): retrying cannot help."""
@@ -315,7 +319,7 @@ class Response:
             self.close()
             if _log:
                 _log.warning("%s; giving up", e.reason)
-            raise Timeout(e.reason)
+            raise SlowBody(e.reason)
         except OSError as e:
             self.close()
             raise _io_error(e, "read")

@@ -34,6 +34,7 @@ from firmware.update.errors import (E_DOWNLOAD, E_FLASH, E_INTEGRITY, E_VERSION,
                                     UpdateError, short)
 from firmware.update.flash_writer import BLOCK, FlashWriter
 from firmware.update.http_source import HttpSource
+from firmware.update.pace import DEFAULT_RATE, Ticker, min_rate  # noqa: F401 -- for callers
 from firmware.update.pipeline import PROGRESS_MS, Pipeline  # noqa: F401
 
 RESUME_KEY = resume_mod.KEY
@@ -82,7 +83,8 @@ def _url_path(url):
 class _Update:
     """One offer, validated against the target partition; builds the stages for each pass."""
 
-    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage):
+    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage,
+                 min_rate=None, tick=None):
         self.board = board
         self.offer = offer
         self.url = offer.url
@@ -101,6 +103,8 @@ class _Update:
         self.timeout_ms = timeout_ms
         self.chunk = chunk
         self.stage = stage
+        self.min_rate = min_rate
+        self.tick = tick
         self.gz_url = _url_path(self.url).lower().endswith(".gz")
         P = board.Partition
         try:
@@ -140,7 +144,7 @@ class _Update:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
         if gz and self.md5:
             taps.insert(0, checks.Digest("md5", self.md5))
-        src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps)
+        src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps, self.min_rate)
         from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
         src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
         self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
@@ -151,7 +155,7 @@ class _Update:
         writer.resume(written)
         self.writers.append(writer)
         return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
-                        md5, taps, None if gz else self.size, store, progress, probe)
+                        md5, taps, None if gz else self.size, store, progress, probe, self.tick)
 
     def scrub(self):
         """The first sector goes when any pass touched the target (a resumed pass counts)."""
@@ -175,17 +179,20 @@ def _stage(chunk, want):
 
 
 def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,
-            retries=RETRIES, probe=None, stage=None):
+            retries=RETRIES, probe=None, stage=None, min_rate=DEFAULT_RATE, tick=None):
     """Download `offer` into the next OTA partition and set it to boot; return its label.
 
     progress(done, total, rate_bytes_s) is called at most every PROGRESS_MS (total may be None).
     probe(offset), for benchmarks, is called after every chunk. chunk: the buffer size, a power
     of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
-    or None: when the heap has BIG_HEAP free. Raises UpdateError (.code, .reason); the boot
+    or None: when the heap has BIG_HEAP free. min_rate: (bytes_per_s, window_ms) a body must
+    keep (update/pace.py; None: no floor). tick(): run at least every second of a download
+    (the MQTT session's service). Raises UpdateError (.code, .reason); the boot
     partition is untouched then. Never reboots."""
     if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
         raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
-    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage))
+    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage),
+                 min_rate, Ticker(tick))
     up.precheck()
     store = up.resume_store()
     written = store.load(chunk)

@@ -41,12 +41,13 @@ class HttpSource:
     resumable = True
     wire_total = None  # progress counts stream bytes
 
-    def __init__(self, url, size=None, tls=None, timeout_ms=15000, taps=()):
+    def __init__(self, url, size=None, tls=None, timeout_ms=15000, taps=(), min_rate=None):
         self.url = url
         self.size = size          # the stored file's length, as the offer says
         self.tls = tls
         self.timeout_ms = timeout_ms
         self.taps = taps
+        self.min_rate = min_rate  # (bytes_per_s, window_ms): update/pace.py
         self.tapped = 0           # body bytes the taps have seen
         self.wire = 0             # body offset of the next byte
         self.total = None         # body length, once a response said
@@ -63,8 +64,11 @@ class HttpSource:
         start = 0 if (self.encoded or self._no_range) else pos
         try:
             resp = http_client.request("GET", self.url, timeout_ms=self.timeout_ms, tls=self.tls,
-                                       range_start=start if start else None)
+                                       range_start=start if start else None,
+                                       min_rate=self.min_rate)
         except http_client.HttpError as e:
+            if e.permanent:  # a URL or redirect the client never follows: no retry helps
+                raise UpdateError(E_DOWNLOAD, e.reason)
             raise Retry(e.reason)
         try:
             first = self._accept(resp, start)

@@ -10,6 +10,7 @@ import time
 
 from firmware import http_client, log
 from firmware.update.errors import E_DOWNLOAD, E_INTEGRITY, Retry, UpdateError, short
+from firmware.update.pace import SLOW_RETRIES, Ticker
 
 PROGRESS_MS = 250  # progress callbacks at most this often (plus one at the end)
 
@@ -18,7 +19,7 @@ _log = log.get("updater")
 
 class Pipeline:
     def __init__(self, source, header, checks, writer, buf, target, md5, taps=(),
-                 image_size=None, resume=None, progress=None, probe=None):
+                 image_size=None, resume=None, progress=None, probe=None, tick=None):
         self.source = source
         self.header = header                   # HeaderCheck: fed first and finished first
         self.feeds = (header,) + tuple(checks)  # fed the image stream
@@ -31,6 +32,7 @@ class Pipeline:
         self.resume = resume
         self.progress = progress
         self.probe = probe
+        self.tick = tick or Ticker()           # after every read: watchdog, MQTT (pace.py)
         self.fed = 0
         self.need = None                       # image bytes expected, when known
         self.t0 = self.t_prog = time.ticks_ms()
@@ -42,7 +44,7 @@ class Pipeline:
         if self.writer.pos and self.source.resumable:
             self._rehash(self.writer.pos)
         self.d0 = self.fed
-        fails = attempts = 0
+        fails = attempts = slow = 0
         delay = backoff_ms
         while True:
             before = self.fed
@@ -53,13 +55,19 @@ class Pipeline:
             except Retry as e:
                 reason = e.reason
             except http_client.HttpError as e:  # the connection broke mid-body
+                if e.permanent:
+                    raise UpdateError(E_DOWNLOAD, "download failed: %s" % short(e.reason))
                 reason = e.reason
+                if isinstance(e, http_client.SlowBody):  # moving, but below the floor
+                    slow += 1
+                    if slow > SLOW_RETRIES:
+                        raise UpdateError(E_DOWNLOAD, "download too slow: %s" % short(reason))
             fails = 0 if self.fed > before else fails + 1
             if fails > retries or attempts > 4 * (retries + 1):
                 raise UpdateError(E_DOWNLOAD, "download failed: %s" % short(reason))
             _log.warning("download interrupted at %d bytes (%s); retrying in %d ms",
                          self.fed, reason, delay)
-            time.sleep_ms(delay)
+            self.tick.sleep_ms(delay)
             delay = min(delay * 2, backoff_max_ms)
         self._finish(end)
         return end
@@ -99,14 +107,17 @@ class Pipeline:
         writer = self.writer
         resume = self.resume
         probe = self.probe
+        tick = self.tick
         progress = self.progress
         wire_total = src.wire_total
         limit = self.need if self.need is not None else self.psize
         while True:
             n = src.readinto(buf)
+            tick()
             if n != chunk:  # short read (end of body, chunk boundary): fill up or finish
                 while 0 < n < chunk:
                     m = src.readinto(mv[n:])
+                    tick()  # a slow body: MQTT and the watchdog whatever the chunk fill
                     if not m:
                         break
                     n += m
