@@ -14,6 +14,7 @@
 # activation.py), recheck_interval_s (3600: idle re-check without MQTT), offline_s (1800: wait
 # after giving up), fatal_reset_s (10: delay before the chip reset that follows a start-up error),
 # http_timeout_ms, http_deadline_s (30: a whole check request), watchdog_s (120: see watchdog.py),
+# confirm_timeout_s (300: see confirm_deadline.py),
 # rollback_retries (3: see install_record.py), confirm_by ("ota_check" | "mqtt"), run_until (a
 # state name: main() returns on entering it; tests and tools) -- also the environment variable
 # FW_RUN_UNTIL.
@@ -21,7 +22,8 @@ import json
 import os
 import sys
 
-from firmware import activation, install_record, log, mqtt_config, ota_check, retry, status
+from firmware import activation, confirm_deadline, install_record, log, mqtt_config, ota_check
+from firmware import retry, status
 from firmware import sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
@@ -132,6 +134,7 @@ class App:
             _log.warning("%s (-3); running %s", why, self.running_version)
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
             watchdog.start(b, self.config)
+            confirm_deadline.arm(b, self.config, self.running_version)
         return WIFI
 
     def _configured(self):

@@ -14,6 +14,7 @@ DEFAULTS = {
     "http_timeout_ms": 10000,
     "http_deadline_s": 30,
     "watchdog_s": 120,
+    "confirm_timeout_s": 300,
     "rollback_retries": 3,
     "retry": {"base_s": 10, "factor": 2, "max_s": 1800, "tries": 10, "jitter": 0.25},
     "activation": {"recheck_s": 15, "poll_s": 3},

@@ -79,7 +79,9 @@ def review_rollback(board, running):
     v = str(last.get("version"))
     if version.same(v, running):
         return None
-    if last.get("health"):
+    if last.get("why"):  # confirm_deadline.py said why before the reset
+        why = "firmware %s rolled back: %s" % (v, last["why"])
+    elif last.get("health"):
         why = "firmware %s rolled back: it failed its health check" % v
     else:
         why = ("firmware %s rolled back before its health check (power loss or a crash during "

@@ -68,7 +68,6 @@ class Agent:
         self.valid_marked = False
         self.last_step = 0
         self.last_step_at = None
-        self.started = time.ticks_ms()
         self.rereport_at = None
         self.max_size = self._partition_size()
 
@@ -208,6 +207,8 @@ class Agent:
                          "interrupted by a reset")
             return
         why = "rolled back to %s" % self.running
+        if p.get("why"):  # confirm_deadline.py said why before the reset
+            why = "%s: %s %s" % (why, p["pending_version"], p["why"])
         _log.warning("update to %s did not stick: %s", p["pending_version"], why)
         self.show("show_failure", "update to %s rolled back" % p["pending_version"],
                   "running %s" % self.running)
@@ -255,12 +256,6 @@ class Agent:
         self.show("show_success", "updated to %s" % self.running)
         self._finish(p.get("token") or ithings.new_token(), self.running, ithings.STEP_DONE,
                      "upgraded to %s" % self.running)
-
-    def confirm_timed_out(self):
-        t = self.cfg.confirm_timeout_s
-        if self.confirm is None or not isinstance(t, (int, float)) or t <= 0:
-            return False
-        return time.ticks_diff(time.ticks_ms(), self.started) > t * 1000
 
     # ---- the update -----------------------------------------------------------------------------
     def begin(self, push):

@@ -9,12 +9,12 @@
 # keep mqtt.keepalive * 1.5 above that (the default 60 s is).
 #
 # config.json "mqtt" keys read here (besides config.py's): download_jitter_ms (5000), module
-# ("default"), ca_file (else tls.ca_file), confirm_timeout_s (none: reboot -> roll back when an
-# updated image is not confirmed in time), reconnect_max_ms (60000). deviceName defaults to the
+# ("default"), ca_file (else tls.ca_file), confirm_timeout_s (none: the top-level one, see
+# confirm_deadline.py), reconnect_max_ms (60000). deviceName defaults to the
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import time
 
-from firmware import ithings, log, mqtt_config
+from firmware import confirm_deadline, ithings, log, mqtt_config
 from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
@@ -53,7 +53,6 @@ class Settings:
         j = cfg.get("download_jitter_ms", DEFAULT_JITTER_MS)
         self.jitter_ms = j if isinstance(j, int) and j >= 0 else DEFAULT_JITTER_MS
         self.module = cfg.get("module") or "default"
-        self.confirm_timeout_s = cfg.get("confirm_timeout_s")
         self.reconnect_max_ms = cfg.get("reconnect_max_ms") or RECONNECT_MAX_MS
         tls = config.get("tls") or {}
         self.verify = tls.get("verify", True) is not False
@@ -133,17 +132,14 @@ class Listener:
                   self.cfg.host, self.cfg.port)
         agent.show("show_idle", agent.running)
         agent.check_pending()
+        confirm_deadline.arm(self.board, self.ctx.config, agent.running)  # no-op if the app did
         if duration_ms is None:
             duration_ms = self.cfg.recheck_ms(self.ctx.config)
         end = None if duration_ms is None else time.ticks_add(time.ticks_ms(), duration_ms)
         while end is None or time.ticks_diff(end, time.ticks_ms()) > 0:
             session.service()
             agent.maybe_confirmed()
-            if agent.confirm_timed_out():
-                _log.error("new image %s not confirmed within %s s; rebooting to roll back",
-                           agent.running, self.cfg.confirm_timeout_s)
-                self._reboot()
-                return "reboot"
+            confirm_deadline.check()  # reboots when a new image is not confirmed in time
             push = agent.due_push()
             if push is not None:
                 self._run_update(push)
@@ -165,9 +161,9 @@ def listen(ctx, duration_ms=None):
     ctx: board, config, display, running_version; optional mqtt_settings (else the persisted
     "mqtt" setting), confirmed (the OTA check confirmed the image), confirm_image(why), tls().
     Returns "not configured" when mqtt.host / product_id are missing (after idling for the same
-    duration, so a caller that loops does not hammer its server), "reboot" when an unconfirmed
-    image must roll back (mqtt.confirm_timeout_s); a successful update ends in board.reboot()
-    and does not return."""
+    duration, so a caller that loops does not hammer its server). A successful update, and an
+    unconfirmed image past its deadline (confirm_deadline.py), end in board.reboot() and do
+    not return."""
     why = None
     try:
         listener = Listener(ctx)

@@ -27,6 +27,7 @@ SLICE_MS = 1000     # sleep_ms() feeds at least this often
 
 _wdt = None         # the board's watchdog object, once started
 _timeout_ms = 0
+_also = []          # run by every feed(): deadlines that hold in any state (confirm_deadline)
 
 
 def timeout_ms(config):
@@ -83,6 +84,14 @@ def feed():
     w = _wdt
     if w is not None:
         w.feed()
+    for f in _also:
+        f()
+
+
+def also(f):
+    """Run f() on every feed() from now on (cheap: feeds come after every download read)."""
+    if f not in _also:
+        _also.append(f)
 
 
 def sleep_ms(ms):
