@@ -14,12 +14,14 @@
 #   ones included, are installed: the platform names the version to run.
 # - Download progress is reported as steps 1..99 (each whole-percent change, at most once a
 #   second, QoS 0); 100 "upgraded" only once the new image is confirmed after its reboot. A
-#   reset mid-update is reported as -1 after the next boot, a rollback as -3.
+#   reset mid-update resumes the same push after the next boot while its URL is valid, up to
+#   saved_offer.MAX_RESUMES times (progress again under its msgToken), else it is reported -1;
+#   a rollback is reported -3.
 # - An admitted push waits a random 0..download_jitter_ms so a fleet pushed at once does not
 #   stampede the file server.
 import time
 
-from firmware import identity, ithings, log
+from firmware import identity, ithings, log, saved_offer
 from firmware.mqtt_session import rand_below
 
 _log = log.get("mqtt")
@@ -200,11 +202,7 @@ class Agent:
             self.confirm = p
             return
         if p.get("stage") == "download":  # a reset (power loss) cut the update short
-            _log.warning("update to %s was interrupted by a reset", p["pending_version"])
-            self.show("show_failure", "update to %s interrupted" % p["pending_version"],
-                      "running %s; waiting for the next push" % self.running)
-            self._finish(token, p["pending_version"], ithings.STEP_DOWNLOAD_FAILED,
-                         "interrupted by a reset")
+            self._interrupted(p, token)
             return
         why = "rolled back to %s" % self.running
         if p.get("why"):  # confirm_deadline.py said why before the reset
@@ -213,6 +211,24 @@ class Agent:
         self.show("show_failure", "update to %s rolled back" % p["pending_version"],
                   "running %s" % self.running)
         self._finish(token, p["pending_version"], ithings.STEP_WRITE_FAILED, why)
+
+    def _interrupted(self, p, token):
+        """Take the interrupted push up again (saved_offer.py), or report it -1."""
+        settings = self.board.settings
+        r = saved_offer.pending(settings, "push", p.get("token"))
+        why = saved_offer.why_not(r, self._ts()) if r else "interrupted by a reset"
+        if why is None:
+            _log.warning("update to %s was interrupted by a reset; resuming it (start %d of %d)",
+                         r["version"], r["starts"] + 1, saved_offer.MAX_RESUMES + 1)
+            self.push = ithings.Push(r["token"], r["version"], r["url"], r["size"], r["md5"],
+                                     force=True)
+            self.push_at = time.ticks_ms()
+            return
+        saved_offer.forget(settings)
+        _log.warning("update to %s was interrupted by a reset: %s", p["pending_version"], why)
+        self.show("show_failure", "update to %s interrupted" % p["pending_version"],
+                  "running %s; waiting for the next push" % self.running)
+        self._finish(token, p["pending_version"], ithings.STEP_DOWNLOAD_FAILED, why)
 
     def _finish(self, token, version, step, desc):
         """Report the end of a push; forget the pending record once the report is delivered."""
@@ -259,8 +275,12 @@ class Agent:
 
     # ---- the update -----------------------------------------------------------------------------
     def begin(self, push):
-        """An update starts: recorded first, so a reset mid-update is reported (-1) after the
-        next boot."""
+        """An update starts: recorded first, so a reset mid-update is resumed or reported (-1)
+        after the next boot. Returns why it must not start (too many resets), else None."""
+        why = saved_offer.begin(self.board.settings, "push", push.version, push.url, push.md5,
+                                push.size, push.token)
+        if why:
+            return why
         self.updating = push.version
         self.push_token = push.token
         _log.info("update %s -> %s starts", self.running, push.version)
@@ -288,6 +308,7 @@ class Agent:
 
     def installed(self, push, label):
         self.updating = None
+        saved_offer.forget(self.board.settings)
         self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
                                             "from_version": self.running, "stage": "reboot"})
         _log.info("installed %s in %s; rebooting", push.version, label)
@@ -302,6 +323,7 @@ class Agent:
         self.show("show_failure", "update to %s failed: %s" % (push.version, reason),
                   "still running %s; waiting for the next push" % self.running)
         settings = self.board.settings
+        saved_offer.forget(settings)
         settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
         settings.delete(K_PENDING)
         self._progress(push.token, code, reason)

@@ -99,7 +99,9 @@ class Listener:
     def _run_update(self, push):
         from firmware import updater  # loaded only when needed (RAM)
         agent = self.agent
-        agent.begin(push)
+        why = agent.begin(push)
+        if why:
+            return agent.failed(push, ithings.STEP_DOWNLOAD_FAILED, why)
         # force: the push names the version to run, older or newer (admission already refused
         # the running one); the updater still checks the image header carries that version.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
