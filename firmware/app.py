@@ -23,7 +23,7 @@ import os
 import sys
 
 from firmware import activation, confirm_deadline, install_record, log, mqtt_config, ota_check
-from firmware import retry, status
+from firmware import retry, saved_offer, status
 from firmware import sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
@@ -280,6 +280,13 @@ class App:
             _log.warning("update %s offered but this build has no update engine", to_v)
             return False
         _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
+        settings = self.board.settings
+        why = saved_offer.begin(settings, "check", offer.get("version"), offer.get("url"),
+                                offer.get("md5"), offer.get("size"))
+        if why:  # a reset loop: the same offer cut short by resets again and again
+            _log.error("update to %s not started: %s", to_v, why)
+            self.display.show_failure("update failed: %s" % why, "keeping %s" % self.running_version)
+            return False
         self.display.show_updating(0, None, self.running_version, to_v)
         progress = _Progress(self.display, self.running_version, to_v)
         try:
@@ -287,9 +294,11 @@ class App:
                                     progress=progress, tls=self.tls(),
                                     min_rate=updater.min_rate(self.config))
         except updater.UpdateError as e:
+            saved_offer.forget(settings)
             _log.error("update to %s failed: %s", to_v, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
             return False
+        saved_offer.forget(settings)
         install_record.note_installed(self.board, offer)
         _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
         self.display.show_success("Updated to %s, restarting" % to_v)

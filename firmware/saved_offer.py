@@ -6,7 +6,8 @@
 # record); this module only decides whether the offer may be taken up again:
 #   - a pre-signed URL (X-Amz-Date + X-Amz-Expires in its query) that has expired cannot be
 #     fetched any more: the push is reported -1 "interrupted; offer expired" instead;
-#   - an OTA-check offer has no expiry (the next check offers it again anyway);
+#   - an OTA-check offer has no expiry: the check right after the boot offers it again and the
+#     updater continues it (App.install counts its starts here);
 #   - at most MAX_RESUMES resumed starts per offer, so a reset loop cannot erase the flash for
 #     ever (a download that resets the board every time is given up).
 # A clock that was never set (before 2020) cannot judge an expiry: the server then decides.
@@ -20,9 +21,10 @@ _CLOCK_SET_MS = 1577836800000   # 2020-01-01: a wall clock below this was never 
 
 
 def _same(r, source, token, version, url, md5, size):
+    # a pre-signed URL changes per check or push; the file's md5 does not (as update/resume.py)
     return isinstance(r, dict) and r.get("source") == source and r.get("token") == token and \
-        r.get("version") == version and r.get("url") == url and r.get("md5") == md5 and \
-        r.get("size") == size
+        r.get("version") == version and r.get("md5") == md5 and r.get("size") == size and \
+        (md5 or r.get("url") == url)
 
 
 def begin(settings, source, version, url, md5=None, size=None, token=None):

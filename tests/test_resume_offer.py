@@ -142,3 +142,53 @@ print(json.dumps([s.expiry_ms("https://b/f.bin?X-Amz-Date=20261203T120000Z&X-Amz
     assert out[3:6] == [None, None, None]
     assert out[6] is None                            # a clock never set cannot judge expiry
     assert out[7] == "interrupted; offer expired"
+
+
+def test_an_ota_check_offer_cut_by_a_reset_continues_at_the_next_boot(slow, tmp_path):
+    import ota_server
+    from ota_helpers import boot, make_root, settings, spawn
+    files = slow(RATE)
+    image = build_image.build_image("1.2.0", size=SIZE)
+    srv = ota_server.run_in_thread(auto_activate_s=0)
+    try:
+        srv.set_offer("esp-box-3", "1.2.0", files.add("app.bin", image))
+        root = make_root(tmp_path, srv.ota_url)
+        proc = spawn(root)
+        deadline = time.time() + 30
+        while time.time() < deadline and not (settings(root).get("ota_resume") or {}).get("written"):
+            time.sleep(0.05)
+        time.sleep(1.2)                               # a little further, then the power goes
+        proc.kill()
+        proc.communicate(timeout=10)
+        saved = settings(root)
+        written = saved["ota_resume"]["written"]
+        assert written and saved["ota_offer"]["starts"] == 1, saved
+        t_restart = time.time()
+        again = boot(root, run_until="listen", timeout=60)
+        assert again.returncode == REBOOT, again.stdout + again.stderr
+        assert "resuming the download at %d bytes" % written in again.stdout
+        assert [g[2] for g in _firmware_gets(files, t_restart)] == ["bytes=%d-" % written]
+        assert "ota_offer" not in settings(root)
+    finally:
+        srv.stop()
+
+
+def test_an_ota_check_offer_in_a_reset_loop_is_not_started_again(tmp_path):
+    import ota_server
+    from conftest import run_mpy
+    from ota_helpers import boot, make_root, settings
+    srv = ota_server.run_in_thread(auto_activate_s=0)
+    try:
+        url = "http://127.0.0.1:1/app.bin"          # never fetched
+        srv.set_offer("esp-box-3", "1.2.0", url)
+        root = make_root(tmp_path, srv.ota_url)
+        rec = {"source": "check", "token": None, "version": "1.2.0", "url": url, "md5": None,
+               "size": None, "starts": 4}
+        run_mpy("import json\nfrom firmware.board import sim\n"
+                "sim.Board({}).settings.set('ota_offer', json.loads(%r))" % json.dumps(rec), cwd=root)
+        p = boot(root, run_until="listen", timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "update to 1.2.0 not started: interrupted by a reset 4 times; gave up" in p.stdout
+        assert "update 1.0.0 -> 1.2.0" not in p.stdout and settings(root)["ota_offer"] == rec
+    finally:
+        srv.stop()
