@@ -186,8 +186,8 @@ def install(board, offer, running_version, progress=None, tls=None, timeout_ms=1
     probe(offset), for benchmarks, is called after every chunk. chunk: the buffer size, a power
     of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
     or None: when the heap has BIG_HEAP free. min_rate: (bytes_per_s, window_ms) a body must
-    keep (update/pace.py; None: no floor). tick(): run at least every second of a download
-    (the MQTT session's service). Raises UpdateError (.code, .reason); the boot
+    keep (update/pace.py; None: no floor). tick(): run every pace.HOOK_MS of a download while
+    bytes flow, whatever the chunk fill (the MQTT session's service). Raises UpdateError (.code, .reason); the boot
     partition is untouched then. Never reboots."""
     if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
         raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")

@@ -1,6 +1,7 @@
 """The watchdog: the simulated machine.WDT (firmware/board/sim_watchdog.py) really fires during a
 hang no timeout covers, resets the board through its reboot path, and the simulated bootloader
 then rolls back an unconfirmed image; the config's timeout rules (firmware/watchdog.py)."""
+import json
 import os
 import socket
 import subprocess
@@ -209,27 +210,41 @@ def test_an_unconfigured_device_starts_no_watchdog(tmp_path):
     assert "no ota_url in config.json" in proc.stdout and "watchdog on" not in proc.stdout
 
 
-def test_an_idle_mqtt_listen_and_a_pushed_update_keep_the_watchdog_fed(amqtt, product, platforms,
-                                                                       tmp_path):
-    # A 3 s watchdog: the listener's loop feeds it while idle (well past 3 s here), and its
-    # download progress while a push installs; the update reboots by itself, never the watchdog.
+@pytest.fixture(scope="module")
+def mosquitto():
+    import broker as brokers
+    if not brokers.available("mosquitto"):
+        pytest.skip("mosquitto not installed")
+    b = brokers.Broker("mosquitto").start()
+    yield b
+    b.stop()
+
+
+def test_soak_an_idle_listen_of_10_keepalives_and_a_4mib_update_never_trip_the_watchdog(
+        mosquitto, product, platforms, tmp_path):
+    # A 3 s watchdog and a 1 s keepalive (mosquitto drops a client silent for 1.5 s): the
+    # listener's loop feeds and pings while idle for 10 keepalive periods, and the download's
+    # tick (update/pace.py) while a 4 MiB push installs; only the update reboots the board.
+    import bench  # its partition table has an ota_1 that a 4 MiB image fits
     srv = ota_server.run_in_thread()
     try:
-        mkflash.make_device_root(str(tmp_path), config=dict(HANG_CONFIG, **{
-            "recheck_interval_s": 60,
-            "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
-                     "download_jitter_ms": 0, "http_base": srv.url}}))
-        plat = platforms(amqtt, product)
-        proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=str(tmp_path),
+        root = bench.make_root(str(tmp_path))
+        with open(os.path.join(root, "config.json"), "w") as f:
+            json.dump(dict(HANG_CONFIG, **{
+                "recheck_interval_s": 120,
+                "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "product_id": product,
+                         "keepalive": 1, "download_jitter_ms": 0, "http_base": srv.url}}), f)
+        plat = platforms(mosquitto, product)
+        proc = subprocess.Popen([MICROPYTHON, os.path.join(ROOT, "main.py")], cwd=root,
                                 env=mpy_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         try:
             assert plat.wait_report(DEV, "1.0.0", timeout=20)
-            time.sleep(8)                                   # idle, listening
+            time.sleep(10)                                  # idle: 10 keepalive periods
             assert proc.poll() is None
-            plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0", size=1024 * 1024),
+            plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0", size=4 * 1024 * 1024),
                             push.ImageHost(server=srv), "seed")
-            out, _ = proc.communicate(timeout=60)
+            out, _ = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -239,3 +254,4 @@ def test_an_idle_mqtt_listen_and_a_pushed_update_keep_the_watchdog_fed(amqtt, pr
     assert proc.returncode == REBOOT, out
     assert "watchdog on: reset when not fed for 3 s" in out
     assert "installed 1.1.0 in ota_1; rebooting" in out and "watchdog: not fed" not in out
+    assert "connection lost" not in out and out.count("connected; subscribed") == 1, out

@@ -5,9 +5,10 @@
 #                     before the update fails with -1 "download too slow".
 #   Ticker(hook)      called by the pipeline after every socket read, however little it brought:
 #                     feeds the watchdog (bytes moved, or a read returned within its timeout) and
-#                     runs `hook` (the MQTT session's service()) at most every every_ms. A read
-#                     returns within the updater's read timeout, so the hook runs at least that
-#                     often -- keep mqtt.keepalive / 2 above it (15 s against the default 60 s).
+#                     runs `hook` (the MQTT session's service()) at most every every_ms. While
+#                     bytes flow that is every every_ms whatever the chunk fill; a read that gets
+#                     nothing returns within the updater's read timeout (15 s), so keep
+#                     mqtt.keepalive / 2 above that (the default 60 s is).
 import time
 
 from firmware import config as config_mod
@@ -16,7 +17,7 @@ from firmware import watchdog
 DEFAULT_MIN_BPS = 1024
 DEFAULT_WINDOW_S = 30
 SLOW_RETRIES = 1     # a download that falls below the floor gets one more request
-HOOK_MS = 1000       # the hook at most this often
+HOOK_MS = 250        # the hook at most this often (a keepalive of 1 s is still served)
 DEFAULT_RATE = (DEFAULT_MIN_BPS, DEFAULT_WINDOW_S * 1000)
 
 
