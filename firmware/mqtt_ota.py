@@ -4,9 +4,10 @@
 # (ithings_ota.py: reports, admission, progress codes, confirmation), and runs an admitted push
 # through updater.install() -> persist the pending version + token -> reboot.
 #
-# The connection is kept alive during the download (the updater's progress callback services
-# the session). The download blocks in HTTP reads for at most the updater's timeout (15 s);
-# keep mqtt.keepalive * 1.5 above that (the default 60 s is).
+# The connection is kept alive during the download: the updater's tick services the session
+# every 250 ms while bytes flow, whatever the chunk fill (update/pace.py). A read that gets
+# nothing blocks for at most the updater's timeout (15 s); keep mqtt.keepalive / 2 above that
+# (the default 60 s is).
 #
 # config.json "mqtt" keys read here (besides config.py's): download_jitter_ms (5000), module
 # ("default"), ca_file (else tls.ca_file), confirm_timeout_s (none: the top-level one, see
