@@ -45,6 +45,16 @@ def amqtt():
 
 
 @pytest.fixture(scope="module")
+def mosquitto():
+    """mosquitto alone: it enforces the keepalive (drops a client silent for 1.5 periods)."""
+    if not brokers.available("mosquitto"):
+        pytest.skip("mosquitto not installed")
+    b = brokers.Broker("mosquitto").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
 def ota():
     srv = ota_server.run_in_thread()
     yield srv

@@ -2,19 +2,10 @@
 pipeline to the session), against mosquitto, which drops a client silent for 1.5 keepalives."""
 import pytest
 
-import broker as brokers
 import build_image
 from image_server import ImageServer
-from mqtt_helpers import DEV, REBOOT, Device, ota, platforms, product, push_file  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def mosquitto():
-    if not brokers.available("mosquitto"):
-        pytest.skip("mosquitto not installed")
-    b = brokers.Broker("mosquitto").start()
-    yield b
-    b.stop()
+from mqtt_helpers import (DEV, REBOOT, Device, mosquitto, ota, platforms, product,  # noqa: F401
+                          push_file)
 
 
 @pytest.fixture

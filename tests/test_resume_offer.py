@@ -29,6 +29,18 @@ def _kill_when(dev, proc, plat, token, pct, timeout=30):
     return dev.settings()
 
 
+def _pushed(broker, ota, product, platforms, slow, root, query=""):
+    """A listening device that was pushed 1.1.0 from a throttled file server."""
+    files = slow(RATE)
+    image = build_image.build_image("1.1.0", size=SIZE)
+    url = files.add("app.bin", image) + query
+    dev = Device(root, broker, product, ota)
+    plat = platforms(broker, product)
+    proc = dev.boot(60000)
+    assert plat.wait_report(DEV, timeout=15)
+    return files, dev, plat, proc, push_file(plat, DEV, "1.1.0", url, image)
+
+
 def _firmware_gets(files, since):
     return [(t, path, rng) for t, path, rng in files.requests if t >= since]
 
@@ -36,14 +48,7 @@ def _firmware_gets(files, since):
 @pytest.mark.parametrize("pct", [25, 50, 90])
 def test_a_download_cut_by_a_reset_resumes_from_its_saved_offset(amqtt, ota, product, platforms,
                                                                   slow, tmp_path, pct):
-    files = slow(RATE)
-    image = build_image.build_image("1.1.0", size=SIZE)
-    url = files.add("app.bin", image)
-    dev = Device(tmp_path, amqtt, product, ota)
-    plat = platforms(amqtt, product)
-    proc = dev.boot(60000)
-    assert plat.wait_report(DEV, timeout=15)
-    token = push_file(plat, DEV, "1.1.0", url, image)
+    files, dev, plat, proc, token = _pushed(amqtt, ota, product, platforms, slow, tmp_path)
     saved = _kill_when(dev, proc, plat, token, pct)
     written = saved["ota_resume"]["written"]
     assert written > 0 and saved["ota_offer"]["token"] == token, saved
@@ -68,15 +73,8 @@ def _amz_date(t):
 
 def test_an_expired_presigned_url_is_reported_and_not_downloaded(amqtt, ota, product, platforms,
                                                                   slow, tmp_path):
-    files = slow(RATE)
-    image = build_image.build_image("1.1.0", size=SIZE)
-    url = files.add("app.bin", image) + "?X-Amz-Date=%s&X-Amz-Expires=6&X-Amz-Signature=ab" \
-        % _amz_date(time.time() - 1)
-    dev = Device(tmp_path, amqtt, product, ota)
-    plat = platforms(amqtt, product)
-    proc = dev.boot(60000)
-    assert plat.wait_report(DEV, timeout=15)
-    token = push_file(plat, DEV, "1.1.0", url, image)
+    query = "?X-Amz-Date=%s&X-Amz-Expires=6&X-Amz-Signature=ab" % _amz_date(time.time() - 1)
+    files, dev, plat, proc, token = _pushed(amqtt, ota, product, platforms, slow, tmp_path, query)
     t0 = time.time()
     _kill_when(dev, proc, plat, token, 10)
     time.sleep(max(0, 6.5 - (time.time() - t0)))                    # the URL expires meanwhile
@@ -93,14 +91,7 @@ def test_an_expired_presigned_url_is_reported_and_not_downloaded(amqtt, ota, pro
 
 def test_a_reset_loop_stops_after_three_resumed_tries(amqtt, ota, product, platforms, slow,
                                                       tmp_path):
-    files = slow(RATE)
-    image = build_image.build_image("1.1.0", size=SIZE)
-    url = files.add("app.bin", image)
-    dev = Device(tmp_path, amqtt, product, ota)
-    plat = platforms(amqtt, product)
-    proc = dev.boot(60000)
-    assert plat.wait_report(DEV, timeout=15)
-    token = push_file(plat, DEV, "1.1.0", url, image)
+    files, dev, plat, proc, token = _pushed(amqtt, ota, product, platforms, slow, tmp_path)
     for boot in range(4):                            # the first download and 3 resumed ones
         n = len(files.requests)
         if boot:

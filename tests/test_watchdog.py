@@ -11,11 +11,10 @@ import time
 import pytest
 
 import build_image
-import mkflash
 import ota_server
 import push
 from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json, run_mpy
-from mqtt_helpers import DEV, REBOOT, amqtt, platforms, product  # noqa: F401 -- fixtures
+from mqtt_helpers import DEV, REBOOT, mosquitto, platforms, product  # noqa: F401 -- fixtures
 from ota_helpers import install_pending_image, make_root, ota_state
 
 
@@ -208,16 +207,6 @@ def test_an_unconfigured_device_starts_no_watchdog(tmp_path):
     root = make_root(tmp_path, None)
     proc = run_mpy(script=os.path.join(ROOT, "main.py"), cwd=root, timeout=30)
     assert "no ota_url in config.json" in proc.stdout and "watchdog on" not in proc.stdout
-
-
-@pytest.fixture(scope="module")
-def mosquitto():
-    import broker as brokers
-    if not brokers.available("mosquitto"):
-        pytest.skip("mosquitto not installed")
-    b = brokers.Broker("mosquitto").start()
-    yield b
-    b.stop()
 
 
 def test_soak_an_idle_listen_of_10_keepalives_and_a_4mib_update_never_trip_the_watchdog(
