@@ -11,7 +11,6 @@
 #                     mqtt.keepalive / 2 above that (the default 60 s is).
 import time
 
-from firmware import config as config_mod
 from firmware import watchdog
 
 DEFAULT_MIN_BPS = 1024
@@ -24,11 +23,17 @@ DEFAULT_RATE = (DEFAULT_MIN_BPS, DEFAULT_WINDOW_S * 1000)
 def min_rate(config):
     """(bytes_per_s, window_ms) for http_client.request(min_rate=...), or None when off."""
     u = (config or {}).get("update") or {}
-    bps = config_mod.number(u, "min_rate_bps", DEFAULT_MIN_BPS)
-    win = config_mod.number(u, "min_rate_window_s", DEFAULT_WINDOW_S)
+    bps = _number(u, "min_rate_bps", DEFAULT_MIN_BPS)
+    win = _number(u, "min_rate_window_s", DEFAULT_WINDOW_S)
     if not bps or not win:
         return None
     return int(bps), int(win * 1000)
+
+
+def _number(section, key, default):
+    # config.number's rule, without importing config (and its defaults) into the update's heap
+    v = section.get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
 
 
 class Ticker:
