@@ -3,12 +3,13 @@
 # partition. It never reboots; the caller does, and the new image confirms itself after its
 # health check (until then the bootloader rolls it back on the next reset).
 #
-# Flash: erasing is lazy, just ahead of the write position, each region once: a 64 KiB block
-# erase wherever a whole block of the image starts on a block boundary, 4 KiB sector erases for
-# the tail. Every byte is programmed once, with writeblocks(n, buf, offset) after the erase.
+# Flash: firmware/flash_writer.py. Each whole 64 KiB block of the image is staged and written
+# with one writeblocks(n, buf64k) -- the port's only way to a 64 KiB block erase -- and the tail
+# is erased by 4 KiB sectors; every region is erased once, every byte programmed once.
 #
 # Memory: one chunk buffer (plus gzip's window and ring when inflating) reused for the download,
-# the resume re-hash and the read-back; the steady-state chunk loop allocates nothing.
+# the resume re-hash and the read-back, plus the writer's 64 KiB stage; the steady-state chunk
+# loop allocates nothing.
 #
 # Resume: a dropped connection continues with a Range request at the write position (all of it
 # programmed and hashed). Progress is persisted in board.settings["ota_resume"] at 64 KiB
@@ -32,13 +33,13 @@ import hashlib
 import time
 import binascii
 
-from firmware import app_image, http_client, log, version as _version
+from firmware import app_image, flash_writer, http_client, log, version as _version
 
 SECTOR = 4096
 BLOCK = 65536
 RESUME_KEY = "ota_resume"
-PERSIST_EVERY = BLOCK  # resume progress is saved at most once per 64 KiB downloaded ...
-PERSIST_MS = 1000      # ... and once a second: settings writes wear flash and take time
+# Resume progress is saved when a 64 KiB block is on flash, at most once every PERSIST_MS:
+PERSIST_MS = 1000      # settings writes wear flash and take time
 RETRIES = 5            # consecutive failed attempts (no progress) before giving up
 BACKOFF_MS = 500       # first retry delay, doubled per failure up to BACKOFF_MAX_MS
 BACKOFF_MAX_MS = 8000
@@ -166,13 +167,12 @@ class _Job:
             info = self.part.info()
             self.label = info[4]
             self.psize = info[3]
-            self.blocks = P(self.label, BLOCK)  # the same partition with a 64 KiB erase unit
         except (OSError, ValueError) as e:
             raise UpdateError(E_FLASH, "no OTA partition to write: %s" % e)
+        self.writer = flash_writer.BlockWriter(self.part)
         self._buf = bytearray(chunk)
         self._mv = memoryview(self._buf)
         self.pos = 0         # image bytes programmed (and hashed), from the partition start
-        self.erased = 0      # erase frontier
         self.desc = None     # AppDesc once the header was checked
         self.need = None     # image bytes expected, when known
         self.resumed = False  # continued from a record persisted before a reset
@@ -243,8 +243,7 @@ class _Job:
         if not self.md5 and r.get("url") != self.url:  # a pre-signed URL changes per push; md5 not
             return False
         w = r.get("written")
-        return isinstance(w, int) and 0 < w <= self.psize and w % SECTOR == 0 \
-            and w % len(self._buf) == 0
+        return isinstance(w, int) and 0 < w <= self.psize and w % BLOCK == 0
 
     def load_resume(self):
         settings = self.board.settings
@@ -254,8 +253,7 @@ class _Job:
         if not self._record_matches(r):
             settings.delete(RESUME_KEY)
             return
-        self.pos = r["written"]
-        self.erased = self.pos  # whatever lies beyond was maybe half-written: erase it again
+        self.pos = r["written"]  # a block boundary: the writer erases what lies beyond again
         self.resumed = True
         _log.info("resuming the download at %d bytes (written before a reset)", self.pos)
 
@@ -276,24 +274,6 @@ class _Job:
             _log.warning("cannot clear download progress: %r", e)
 
     # ---- flash -----------------------------------------------------------------------------
-    def _erase_next(self, limit):
-        e = self.erased
-        try:
-            if e % BLOCK == 0 and e + BLOCK <= limit:
-                self.blocks.ioctl(6, e // BLOCK)
-                self.erased = e + BLOCK
-            else:
-                self.part.ioctl(6, e // SECTOR)
-                self.erased = e + SECTOR
-        except OSError as err:
-            raise UpdateError(E_FLASH, "flash erase failed at 0x%x: %s" % (e, err))
-
-    def _erase_limit(self):
-        # Erase only what the image needs; with its size unknown (chunked / gzip), whole blocks
-        # up to the end of the partition (at most one block more than needed).
-        n = self.need if self.need is not None else self.psize
-        return (n + SECTOR - 1) // SECTOR * SECTOR
-
     def _read_flash(self, off, data):
         try:
             self.part.readblocks(off // SECTOR, data, off % SECTOR)
@@ -319,7 +299,7 @@ class _Job:
     # ---- one download attempt --------------------------------------------------------------
     def _open(self):
         """Request the rest of the file; return (source, image offset of its first byte)."""
-        start = 0 if self.gz else self.pos
+        start = 0 if self.gz else max(self.pos, self.writer.staged_end())
         try:
             resp = http_client.request("GET", self.url, timeout_ms=self.timeout_ms, tls=self.tls,
                                        range_start=start if start else None)
@@ -380,7 +360,7 @@ class _Job:
 
     def _restart(self):
         self.pos = 0
-        self.erased = 0
+        self.writer.reset()
         self._new_hashes()
 
     def _pump(self, src, off):
@@ -388,13 +368,12 @@ class _Job:
         buf = self._buf
         mv = self._mv
         chunk = len(buf)
-        part = self.part
         h = self.h_img
         hs = self.h_img_sha
         probe = self.probe
         progress = self.progress
         limit = self.need if self.need is not None else self.psize
-        elimit = self._erase_limit()
+        writer = self.writer
         wire_total = self.size if self.gz_url else None
         while True:
             n = src.readinto(buf)
@@ -421,16 +400,14 @@ class _Job:
                     hs.update(data)
                 self.hashed = end
             if off >= self.pos:
-                while self.erased < end:
-                    self._erase_next(elimit)
                 try:
-                    part.writeblocks(off >> 12, data, off & 4095)
+                    block_done = writer.write(off, data)  # programs whole 64 KiB blocks
                 except OSError as e:
                     raise UpdateError(E_FLASH, "flash write failed at 0x%x: %s" % (off, e))
-                self.pos = end
-                if end % PERSIST_EVERY == 0 and \
-                        time.ticks_diff(time.ticks_ms(), self.t_persist) >= PERSIST_MS:
-                    self._persist()
+                if block_done:
+                    self.pos = end
+                    if time.ticks_diff(time.ticks_ms(), self.t_persist) >= PERSIST_MS:
+                        self._persist()
             off = end
             if progress is not None:
                 now = time.ticks_ms()
@@ -510,6 +487,11 @@ class _Job:
         sha = self.h_wire_sha if self.gz_url else self.h_img_sha
         if self.sha256 and _hex_digest(sha) != self.sha256:
             raise UpdateError(E_INTEGRITY, "sha256 mismatch")
+        try:
+            self.writer.finish()  # the image's tail (less than a block) is still staged
+        except OSError as e:
+            raise UpdateError(E_FLASH, "flash write failed at 0x%x: %s" % (self.writer.base, e))
+        self.pos = end
         # What landed on flash, read back through the same buffer.
         buf = self._buf
         mv = self._mv
@@ -543,11 +525,13 @@ class _Job:
 
     def scrub(self):
         """After a final failure: make sure nothing in the target can ever be booted."""
-        if self.erased or self.pos:
+        if self.writer.touched or self.pos:
             try:
-                self.part.ioctl(6, 0)
+                r = self.part.ioctl(6, 0)
             except OSError as e:
-                _log.warning("could not erase the failed image's first sector: %s", e)
+                r = e
+            if r != 0:
+                _log.warning("could not erase the failed image's first sector: %s", r)
 
 
 def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,

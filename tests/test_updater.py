@@ -61,13 +61,13 @@ if cut:
             orig_program(addr, data)
         b.flash.erase = erase
         b.flash.program = program
-    elif kind == 'stuck_bit':                  # a flash cell that will not program a 0 -> 1
+    elif kind == 'stuck_bit':                  # a cell (ota_1 offset nth) that stays 0
         orig_program = b.flash.program
+        cell = b.Partition('ota_1').info()[2] + nth
         def program(addr, data):
-            count[0] += 1
-            if count[0] == nth:
+            if addr <= cell < addr + len(data):
                 data = bytearray(data)
-                data[100] &= 0xFE
+                data[cell - addr] &= 0xFE
             orig_program(addr, data)
         b.flash.program = program
     elif kind == 'set_boot':
@@ -204,7 +204,8 @@ def boot(root):
 
 
 def assert_old_boots(root):
-    assert boot(root) == ["ota_0", "1.0.0", "none"]
+    # "valid": the first boot wrote otadata[0] = {seq 1, VALID} for ota_0, as the bootloader does
+    assert boot(root) == ["ota_0", "1.0.0", "valid"]
 
 
 def flash_at(root, addr, n):
@@ -233,7 +234,27 @@ def test_update_then_reboot_runs_new_image_pending_verify(root, server):
     assert flash_at(root, OTA1, SIZE) == data
     assert r["progress"][-1][:2] == [SIZE, SIZE] and r["resume"] is None
     assert boot(root) == ["ota_1", NEW, "pending-verify"]
-    assert boot(root) == ["ota_0", "1.0.0", "none"]  # never confirmed -> rolled back
+    assert boot(root) == ["ota_0", "1.0.0", "valid"]  # never confirmed -> rolled back to ota_0's entry
+
+
+def test_second_and_third_update_into_slots_holding_old_images(root, server):
+    """Every update after the first goes into a slot that holds an older image. The port's
+    Partition(label, 65536) has block size 0 (uint16) and its ioctl(6) erases nothing, so an
+    engine that relied on it would program over old data and fail its read-back on a board."""
+    confirm = BOOT.replace("print(", "b.Partition.mark_app_valid_cancel_rollback()\nprint(")
+    running = "1.0.0"
+    erases = []
+    for version, size, slot in (("1.1.0", SIZE, "ota_1"), ("1.2.0", SIZE + 70000, "ota_0"),
+                                ("1.3.0", SIZE - 5000, "ota_1")):
+        data = image(version, size=size)
+        r = install(root, offer_for(server, data, path="/%s.bin" % version, version=version),
+                    running=running)
+        assert r["ok"] and r["label"] == slot, (version, r)
+        assert r["counters"]["conflicts"] == 0, r      # nothing programmed over unerased data
+        assert mpy_json(confirm, cwd=root) == [slot, version, "valid"]
+        erases.append([r["counters"]["erase_64k"], r["counters"]["erase_4k"] - 1])  # - otadata
+        running = version
+    assert erases == [list(minimal_erases(n)) for n in (SIZE, SIZE + 70000, SIZE - 5000)]
 
 
 def test_resume_after_drop_uses_range_and_does_not_refetch(root, server):
@@ -456,7 +477,7 @@ def test_sha256_match(root, server):
 def test_flash_read_back_mismatch(root, server):
     data = image()
     data = data[:4096 * 7 + 100] + bytes([data[4096 * 7 + 100] | 1]) + data[4096 * 7 + 101:]
-    r = install(root, offer_for(server, data), cut=["stuck_bit", 8])
+    r = install(root, offer_for(server, data), cut=["stuck_bit", 4096 * 7 + 100])
     _failed(r, -3, "read-back")
     assert_old_boots(root)
 
@@ -543,7 +564,7 @@ def test_power_loss_during_erase(root, server):
 def test_power_loss_mid_write_then_resume_after_reboot(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])    # 4 KiB chunks: 160 KiB in, 128 KiB persisted
+    install_until_cut(root, o, ["program", 3])     # the 3rd 64 KiB block torn, 128 KiB persisted
     assert_old_boots(root)
     with open(os.path.join(root, "settings.json")) as f:
         assert json.load(f)["ota_resume"]["written"] == 131072
@@ -559,7 +580,7 @@ def test_power_loss_mid_write_then_resume_after_reboot(root, server):
 def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])
+    install_until_cut(root, o, ["program", 3])
     with open(os.path.join(root, "flash.bin"), "r+b") as f:   # a bit flipped while off
         f.seek(OTA1 + 70000)
         f.write(bytes([data[70000] ^ 1]))
@@ -584,7 +605,7 @@ def test_progress_persistence_is_rate_limited(root, server):
 def test_gzip_resume_after_reboot(root, server):
     data = image()
     o = offer_for(server, gzip.compress(data), path="/fw.bin.gz")
-    install_until_cut(root, o, ["program", 20])
+    install_until_cut(root, o, ["program", 2])
     r = install(root, o)
     assert r["ok"], r
     assert r["counters"]["programmed_bytes"] == SIZE - 65536 + 32
@@ -594,7 +615,7 @@ def test_gzip_resume_after_reboot(root, server):
 def test_stale_resume_record_for_another_offer_is_ignored(root, server):
     data = image()
     o = offer_for(server, data)
-    install_until_cut(root, o, ["program", 40])
+    install_until_cut(root, o, ["program", 3])
     o2 = offer_for(server, image("1.2.0"), path="/other.bin", version="1.2.0")
     n = len(server.requests)
     r = install(root, o2)
