@@ -8,7 +8,8 @@ the repository root and prints it. Keys:
 - update_mib_s / reference_mib_s / update_vs_reference: end-to-end rate of updater.install() for
   a 4 MiB image (request, download, header check, erase, program, md5, read-back, set_boot with
   its image verification) vs. a bare loop in the same process that reads the same socket into
-  one buffer, md5s it and writes it to the same flash (same 64 KiB/4 KiB erases, no checks).
+  one 64 KiB buffer, md5s it and writes it to the same flash with the same calls (a 3-arg
+  writeblocks per 64 KiB block, 4 KiB ioctl(6) erases for the tail; no checks).
   Median of ROUNDS alternating runs. update_phases_s splits install() into streaming, digests +
   read-back, and set_boot (whose image verification the simulator does in Python, as ESP-IDF's
   esp_ota_set_boot_partition does in C); update_stream_vs_reference compares the streaming
@@ -29,7 +30,12 @@ the repository root and prints it. Keys:
   DeflateIO's 32 KiB window and a 14 KiB input ring on top of the plain figures.
 - erase_ops / programmed_bytes per size: flash operations on the target partition (the otadata
   entry set_boot writes is listed apart), beside the minimum the image needs; 1MiB+37KiB is an
-  image that ends mid-block, like a real one.
+  image that ends mid-block, like a real one. Erases are counted as the simulated chip performs
+  them: the sim's esp32.Partition follows the port (ioctl(6) erases only with block size 4096;
+  a 3-arg writeblocks erases its length via esp_partition_erase_range), and NorFlash.erase
+  splits a range into 64 KiB blocks and 4 KiB sectors as esp_flash_erase_region does.
+- erase_stage_bytes: the RAM the engine spends to get 64 KiB block erases (firmware/
+  flash_writer.py stages one block); min_heapsize_kib includes it.
 - modeled_flash_s per size: those operations timed with typical NOR datasheet figures (4 KiB
   erase 45 ms, 64 KiB erase 150 ms, 256-byte page program 0.4 ms), beside the same image erased
   sector by sector.
@@ -105,26 +111,30 @@ def reference():
     while s.readline() not in (b'\r\n', b''):
         pass
     part = P(P.RUNNING).get_next_update()
-    blk = P(part.info()[4], 65536)
     size = a['size']
-    buf = bytearray(4096)
-    mv = memoryview(buf)
+    # The erases the port can do: a full 64 KiB block as one 3-arg writeblocks (erase_range
+    # over 64 KiB = one block erase, then program), the tail by 4 KiB ioctl(6).
+    blk = bytearray(65536)
+    bmv = memoryview(blk)
     h = hashlib.md5()
-    tail = size // 65536 * 65536   # whole blocks before it, sectors after
     pos = 0
     while pos < size:
-        n = s.readinto(buf)
+        o = pos % 65536
+        want = min(4096, size - pos)
+        n = s.readinto(bmv[o:o + want])
         if not n:
             raise OSError('short body')
-        data = buf if n == 4096 else mv[:n]
-        if pos < tail:
-            if pos % 65536 == 0:
-                blk.ioctl(6, pos // 65536)
-        else:
-            part.ioctl(6, pos // 4096)
-        h.update(data)
-        part.writeblocks(pos >> 12, data, pos & 4095)
+        h.update(bmv[o:o + n])
         pos += n
+        if pos % 65536 == 0:
+            part.writeblocks((pos - 65536) >> 12, blk)
+    o = pos % 65536
+    if o:
+        base = pos - o
+        for k in range((o + 4095) // 4096):
+            if part.ioctl(6, (base >> 12) + k) != 0:
+                raise OSError('erase refused')
+        part.writeblocks(base >> 12, bmv[:o], 0)
     s.close()
     if binascii.hexlify(h.digest()).decode() != a['md5']:
         raise OSError('reference md5 mismatch')
@@ -183,15 +193,15 @@ elif mode == 'heap':
         o_read(addr, buf)
         sample()
     def erase(addr, size):
+        # Count what the chip does: NorFlash.erase splits the range as esp_flash_erase_region.
         sample()
-        if lo <= addr < hi:
-            if size == 65536 and addr % 65536 == 0:
-                ops['erase_64k'] += 1
-            else:
-                ops['erase_4k'] += size // 4096
-        elif 0xD000 <= addr < 0xF000:
-            ops['otadata_erase_4k'] += size // 4096
+        e4, e64 = f.erase_4k, f.erase_64k
         o_erase(addr, size)
+        if lo <= addr < hi:
+            ops['erase_64k'] += f.erase_64k - e64
+            ops['erase_4k'] += f.erase_4k - e4
+        elif 0xD000 <= addr < 0xF000:
+            ops['otadata_erase_4k'] += f.erase_4k - e4
     def program(addr, data):
         sample()
         n = len(data)
@@ -482,6 +492,7 @@ def main():
         out["min_heapsize_kib"] = bench.min_heapsize("4MiB", mpy=False)
         out["min_heapsize_kib_mpy"] = bench.min_heapsize("4MiB", mpy=True)
         out["min_free_heap_kib"] = bench.min_free_heap("4MiB")
+        out["erase_stage_bytes"] = 65536
         out["erase_ops"] = erase_ops
         out["programmed_bytes"] = programmed
         out["modeled_flash_s"] = modeled
@@ -491,7 +502,8 @@ def main():
             "heap_alloc_per_chunk==0": out["heap_alloc_per_chunk_bytes"] == 0,
             "heap_alloc_per_chunk==0 (engine, without the sim flash driver)":
                 out["heap_alloc_per_chunk_detail"]["engine_median"] == 0,
-            "min_heapsize_kib<=64": (out["min_heapsize_kib"] or 9999) <= 64,
+            # 64 KiB of working heap plus the 64 KiB erase-block stage
+            "min_heapsize_kib<=128": (out["min_heapsize_kib"] or 9999) <= 128,
             "no_redundant_erase_or_program": all(
                 e["erase_64k"] == e["minimum_64k"] and e["erase_4k"] == e["minimum_4k"]
                 and programmed[n]["programmed_bytes"] == programmed[n]["minimum"]
