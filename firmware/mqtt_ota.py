@@ -35,7 +35,7 @@ import os
 import time
 
 from firmware import compat  # noqa: F401 -- registers `ussl` for umqtt.simple's TLS
-from firmware import identity, ithings, log
+from firmware import identity, ithings, log, mqtt_transport, tls_config
 from firmware.mqtt_transport import Net, TimeoutSocket
 from umqtt import simple as _umqtt
 
@@ -139,15 +139,10 @@ class Settings:
         self.ca = _read_file(ca_file) if ca_file else None
         self.confirm_by = config.get("confirm_by", "ota_check")
 
-    def ssl_params(self):
-        p = {"server_hostname": self.host}
-        if self.verify:
-            if not self.ca:
-                raise ValueError("TLS verification on but no CA (tls.ca_file) configured")
-            p["cadata"] = self.ca
-        else:
+    def ssl_context(self):
+        if not self.verify:
             _log.warning("MQTT TLS certificate verification is OFF (tls.verify=false)")
-        return p
+        return tls_config.client_context(self.ca, self.verify)
 
     def http_tls(self):
         return {"verify": self.verify, "ca": self.ca}
@@ -221,14 +216,16 @@ class Listener:
         c = self.cfg
         _log.info("connecting to %s:%d as %s%s", c.host, c.port, c.client_id,
                   " (TLS)" if c.tls else "")
+        ctx = c.ssl_context() if c.tls else None  # no ssl_params: umqtt 1.4.0 has none
         client = _umqtt.MQTTClient(c.client_id.encode(), c.host, c.port,
                                    user=c.username.encode() if c.username else None,
                                    password=(c.password or "").encode() if c.username else None,
-                                   keepalive=c.keepalive, ssl=c.tls,
-                                   ssl_params=c.ssl_params() if c.tls else {})
+                                   keepalive=c.keepalive, ssl=ctx)
+        if ctx is not None:
+            mqtt_transport.use_tls(client, ctx)
         client.set_callback(self._on_message)
         try:
-            client.connect(clean_session=True)
+            mqtt_transport.connect(client, IO_TIMEOUT_MS)
             self.sock = TimeoutSocket(client.sock, IO_TIMEOUT_MS)
             client.sock = self.sock
             self.client = client
