@@ -12,9 +12,10 @@ import os
 import time
 
 from firmware import compat  # noqa: F401 -- registers `ussl` for umqtt.simple's TLS
-from firmware import log, mqtt_transport
+from firmware import lib_first, log, mqtt_transport
 from firmware.mqtt_transport import Net, TimeoutSocket
-from umqtt import simple as _umqtt
+
+_umqtt = lib_first.load("umqtt.simple")  # lib/'s pinned copy, not the board's frozen one
 
 _log = log.get("mqtt")
 

@@ -185,7 +185,8 @@ def _umqtt_dir(version):
 def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path, umqtt):
     umqtt_dir = _umqtt_dir(umqtt)
     # the version under test is the one the device imports
-    where = run_mpy("from umqtt import simple; print(simple.__file__)", env=None if umqtt_dir is None
+    where = run_mpy("from firmware import lib_first; print(lib_first.load('umqtt.simple').__file__)",
+                    env=None if umqtt_dir is None
                     else {"MICROPYPATH": umqtt_env(umqtt_dir)["MICROPYPATH"]}).stdout
     assert (umqtt_dir or os.path.join(ROOT, "lib")) in where, where
     tls = brokers.make_tls_files(str(tmp_path))
