@@ -100,10 +100,8 @@ class AppHeap:
             try:
                 p = subprocess.run([MICROPYTHON, "-X", "heapsize=%dK" % heapsize_kib, "-c", DRIVER],
                                    cwd=root, env=env, capture_output=True, text=True, timeout=60)
-            except subprocess.TimeoutExpired as e:
-                # Too small to even import the updater: the app retries the check for ever
-                # (offline_s 0 here) and never reaches "listen" -- that heap does not work.
-                return False, None, str(e.stdout or "")
+            except subprocess.TimeoutExpired as e:  # e.g. a MemoryError each try: the app retries
+                return False, None, str(e.stdout or "")[-2000:]
             log = p.stdout + p.stderr
             try:
                 res = json.loads(p.stdout.strip().splitlines()[-1])
