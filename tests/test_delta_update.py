@@ -1,0 +1,183 @@
+"""Delta updates through the real update engine (firmware/updater.py with
+firmware/update/delta_source.py) on the unix port: patches made by the real detools package
+(tools/make_delta.py) are downloaded from a local server, applied against the simulated board's
+running image, written, read back and committed. Refusals leave the boot partition untouched
+with the right progress code; power cuts (SIGKILL mid flash operation, as in test_updater.py)
+are followed by a reboot and a retry that completes."""
+import hashlib
+
+import pytest
+
+import build_image
+import make_delta
+import mkflash
+from image_server import ImageServer
+from ota_helpers import settings
+from test_delta import code, edit
+from test_updater import (OTA1, assert_old_boots, boot, flash_at, install, install_until_cut,
+                          minimal_erases)
+
+KIB = 1024
+NEW = "1.1.0"
+BASE = build_image.build_image("1.0.0", payload=code(11, 190 * KIB))
+TARGET = build_image.build_image(NEW, payload=edit(code(11, 190 * KIB), 70000, 3000, code(12, 3300)))
+OTHER = build_image.build_image("0.9.0", payload=code(13, 190 * KIB))
+
+
+@pytest.fixture
+def server():
+    s = ImageServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def root(tmp_path):
+    return mkflash.make_device_root(str(tmp_path), image=BASE)
+
+
+def patch(compression="heatshrink", base=BASE, new=TARGET, header=True):
+    return make_delta.make_delta(base, new, compression, header=header)
+
+
+def delta_offer(server, data, path="/fw.patch", md5=True, size=True, version=NEW, **kw):
+    server.files[path] = data
+    o = {"url": server.url(path), "version": version, "delta": True}
+    if md5:
+        o["md5"] = hashlib.md5(data).hexdigest()
+    if size:
+        o["size"] = len(data)
+    o.update(kw)
+    return o
+
+
+def refused(root, r, code, text):
+    assert not r["ok"], r
+    assert r["code"] == code and text in r["reason"], r
+    assert r["resume"] is None
+    assert_old_boots(root)
+
+
+def test_the_patch_is_far_smaller_than_the_image():
+    assert len(patch()) < len(TARGET) // 10
+
+
+@pytest.mark.parametrize("compression", ["heatshrink", "none", "crle"])
+def test_delta_update_installs_the_target_image(root, server, compression):
+    data = patch(compression)
+    r = install(root, delta_offer(server, data, sha256=hashlib.sha256(TARGET).hexdigest()))
+    assert r["ok"] and r["label"] == "ota_1", r
+    c = r["counters"]
+    blocks, sectors = minimal_erases(len(TARGET))
+    assert (c["erase_64k"], c["erase_4k"]) == (blocks, sectors + 1)
+    assert c["programmed_bytes"] == len(TARGET) + 32          # each byte once, + otadata
+    assert flash_at(root, OTA1, len(TARGET)) == TARGET
+    assert r["progress"][-1][:2] == [len(TARGET), len(TARGET)]
+    assert r["resume"] is None and len(server.requests) == 1
+    assert boot(root) == ["ota_1", NEW, "pending-verify"]
+
+
+def test_from_sha256_in_the_offer_and_no_header(root, server):
+    base_sha = make_delta.base_digest(BASE).hex()
+    r = install(root, delta_offer(server, patch(header=False), from_sha256=base_sha))
+    assert r["ok"], r
+    assert boot(root)[:2] == ["ota_1", NEW]
+
+
+def test_dropped_connection_restarts_the_patch_without_reprogramming(root, server):
+    data = patch("none")  # long enough to drop in the middle of the image
+    server.plan = [{"close_at": len(data) // 2}]
+    r = install(root, delta_offer(server, data))
+    assert r["ok"], r
+    assert [q.headers.get("range") for q in server.requests] == [None, None]  # from byte 0
+    assert r["counters"]["programmed_bytes"] == len(TARGET) + 32
+    assert flash_at(root, OTA1, len(TARGET)) == TARGET
+
+
+# ---- refusals: the boot partition stays, with the iThings progress code -----------------------
+
+def test_wrong_base_is_refused_before_any_erase(root, server):
+    r = install(root, delta_offer(server, patch(base=OTHER)))
+    refused(root, r, -4, "patch is for another base image")
+    assert r["counters"]["erase_64k"] == r["counters"]["erase_4k"] == 0
+
+
+def test_from_sha256_of_another_image_is_refused(root, server):
+    other = make_delta.base_digest(OTHER).hex()
+    r = install(root, delta_offer(server, patch(header=False), from_sha256=other))
+    refused(root, r, -4, "patch is for another base image")
+    assert r["counters"]["erase_4k"] == 0
+
+
+def test_patch_naming_no_base_is_refused(root, server):
+    r = install(root, delta_offer(server, patch(header=False)))
+    refused(root, r, -4, "patch is for another base image")
+
+
+def test_truncated_patch(root, server):
+    data = patch("none")
+    short = data[:len(data) * 2 // 3]
+    r = install(root, delta_offer(server, short))   # offer md5/size of the short file
+    refused(root, r, -2, "patch ends early")
+    assert flash_at(root, OTA1, 4096) == b"\xff" * 4096    # scrubbed
+
+
+def test_md5_mismatch(root, server):
+    data = bytearray(patch())
+    o = delta_offer(server, bytes(data))
+    data[len(data) // 2] ^= 0x40
+    server.files["/fw.patch"] = bytes(data)
+    r = install(root, o)
+    assert not r["ok"] and r["code"] == -2, r
+    assert_old_boots(root)
+
+
+def test_corrupt_patch_that_matches_its_md5(root, server):
+    data = bytearray(patch("none"))
+    data[-40] ^= 0xFF   # a diff byte: the image comes out wrong, the patch is well formed
+    r = install(root, delta_offer(server, bytes(data), sha256=hashlib.sha256(TARGET).hexdigest()))
+    refused(root, r, -2, "sha256 mismatch")
+
+
+def test_corrupt_patch_structure(root, server):
+    data = patch("none")
+    r = install(root, delta_offer(server, data + b"\0\0"))   # bytes after the end of the patch
+    refused(root, r, -2, "data after the end of the patch")
+
+
+def test_patch_that_writes_past_the_partition(root, server):
+    huge = build_image.build_image(NEW, size=4 << 20)   # ota_1 is 3 MiB
+    r = install(root, delta_offer(server, patch("heatshrink", new=huge)))
+    refused(root, r, -2, "more than the")
+    assert r["counters"]["erase_4k"] == 0
+
+
+def test_result_that_fails_its_sha256(root, server):
+    r = install(root, delta_offer(server, patch(), sha256="ab" * 32))
+    refused(root, r, -2, "sha256 mismatch")
+    assert flash_at(root, OTA1, 4096) == b"\xff" * 4096
+
+
+def test_result_of_another_version_than_offered(root, server):
+    r = install(root, delta_offer(server, patch(), version="1.2.0"))
+    refused(root, r, -4, "offer says")
+
+
+# ---- power loss mid apply, reboot, retry --------------------------------------------------------
+
+@pytest.mark.parametrize("cut,stage", [
+    (["erase", 1], False), (["erase", 20], False), (["program", 1], False),
+    (["program", 25], False), (["program", 2], True), (["program", 47], False),
+    (["set_boot", 0], None), (["otadata", 0], None)])
+def test_power_loss_during_apply_then_retry_completes(root, server, cut, stage):
+    o = delta_offer(server, patch())
+    assert install_until_cut(root, o, cut, stage=stage, persist_ms=0).startswith("POWERCUT")
+    assert_old_boots(root)
+    assert "ota_resume" not in settings(root)          # no resume record claims delta bytes
+    r = install(root, o, stage=stage, persist_ms=0)
+    assert r["ok"], r
+    assert [q.headers.get("range") for q in server.requests] == [None, None]
+    c = r["counters"]
+    assert c["programmed_bytes"] == len(TARGET) + 32    # one fresh pass, each byte once
+    assert flash_at(root, OTA1, len(TARGET)) == TARGET
+    assert boot(root) == ["ota_1", NEW, "pending-verify"]
