@@ -5,13 +5,17 @@ running image, written, read back and committed. Refusals leave the boot partiti
 with the right progress code; power cuts (SIGKILL mid flash operation, as in test_updater.py)
 are followed by a reboot and a retry that completes."""
 import hashlib
+import signal
 
 import pytest
 
 import build_image
 import make_delta
 import mkflash
+import push
 from image_server import ImageServer
+from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank, ota,  # noqa: F401
+                          platforms, product)
 from ota_helpers import settings
 from test_delta import code, edit
 from test_updater import (OTA1, assert_old_boots, boot, flash_at, install, install_until_cut,
@@ -181,3 +185,40 @@ def test_power_loss_during_apply_then_retry_completes(root, server, cut, stage):
     assert c["programmed_bytes"] == len(TARGET) + 32    # one fresh pass, each byte once
     assert flash_at(root, OTA1, len(TARGET)) == TARGET
     assert boot(root) == ["ota_1", NEW, "pending-verify"]
+
+
+# ---- iThings isDiff 2 pushes, end to end (real broker, tools/push.py as the platform) ----------
+
+def test_isdiff_2_push_installs_and_confirms(amqtt, ota, product, platforms, tmp_path):  # noqa: F811
+    dev = Device(tmp_path, amqtt, product, ota)        # runs build_image("1.0.0")
+    plat = platforms(amqtt, product)
+    new = build_image.build_image(NEW)
+    data = make_delta.make_delta(build_image.build_image("1.0.0"), new)
+    proc = dev.boot(30000)
+    assert plat.wait_report(DEV, "1.0.0", timeout=15), Device.read(proc)
+    token = plat.push_image(DEV, NEW, data, push.ImageHost(server=ota), "seed", is_diff=2)
+    rc, log = dev.finish(proc)
+    assert rc == REBOOT and "installed 1.1.0 in ota_1" in log, log
+    rc, log2 = dev.run(3000)
+    assert "boot 1.1.0 state pending-verify" in log2
+    assert plat.wait_step(DEV, [100], token, timeout=5), log2
+
+
+def test_isdiff_2_push_for_another_base_is_refused_then_version_reported(
+        amqtt, ota, product, platforms, tmp_path):  # noqa: F811
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    data = make_delta.make_delta(OTHER, build_image.build_image(NEW))
+    proc = dev.boot(20000)
+    assert plat.wait_report(DEV, "1.0.0", timeout=15), Device.read(proc)
+    n = len(plat.reports(DEV))
+    token = plat.push_image(DEV, NEW, data, push.ImageHost(server=ota), "single", is_diff=2)
+    got = plat.wait_step(DEV, FAIL_STEPS, token, timeout=15)
+    assert got and got["step"] == -4, Device.read(proc)
+    assert got["desc"] == "patch is for another base image"
+    # The platform learns the version it keeps running, to send a full image instead.
+    assert plat.wait(lambda: [r for r in plat.reports(DEV)[n:] if r.get("version") == "1.0.0"],
+                     timeout=10)
+    proc.send_signal(signal.SIGINT)
+    dev.finish(proc)
+    assert blank(dev.ota1()) and "mqtt_ota_pending" not in dev.settings()
