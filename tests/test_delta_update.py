@@ -12,11 +12,13 @@ import pytest
 import build_image
 import make_delta
 import mkflash
+import ota_server
 import push
 from image_server import ImageServer
-from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank, ota,  # noqa: F401
-                          platforms, product)
-from ota_helpers import settings
+from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank,  # noqa: F401
+                          firmware_requests, ota, platforms, product)
+from ota_helpers import boot as ota_boot, check as ota_check_once, make_root as make_ota_root
+from ota_helpers import ota_state, settings
 from test_delta import code, edit
 from test_updater import (OTA1, assert_old_boots, boot, flash_at, install, install_until_cut,
                           minimal_erases)
@@ -222,3 +224,66 @@ def test_isdiff_2_push_for_another_base_is_refused_then_version_reported(
     proc.send_signal(signal.SIGINT)
     dev.finish(proc)
     assert blank(dev.ota1()) and "mqtt_ota_pending" not in dev.settings()
+
+
+# ---- OTA check firmware.delta, end to end (main.py against tools/ota_server.py) -----------------
+
+@pytest.fixture
+def srv():
+    s = ota_server.run_in_thread(auto_activate_s=0)
+    yield s
+    s.stop()
+
+
+def offer_with_delta(srv, patch_bytes, from_sha256=None, new=None):
+    new = new or build_image.build_image("1.2.0")
+    srv.set_offer("esp-box-3", "1.2.0", new)
+    base = build_image.build_image("1.0.0")     # what make_root's device runs
+    srv.set_delta("esp-box-3", from_sha256 or make_delta.base_digest(base).hex(), patch_bytes)
+    return base, new
+
+
+def downloads(srv):
+    return [r["path"].rsplit(".", 1)[-1] for r in firmware_requests(srv)]
+
+
+def test_ota_check_prefers_the_delta_when_the_running_image_is_its_base(tmp_path, srv):
+    new = build_image.build_image("1.2.0")
+    offer_with_delta(srv, make_delta.make_delta(build_image.build_image("1.0.0"), new), new=new)
+    root = make_ota_root(tmp_path, srv.ota_url)
+    first = ota_boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert downloads(srv) == ["patch"]                  # the full image was never fetched
+    assert ota_boot(root, run_until="listen").returncode == 0
+    assert ota_state(root) == ["ota_1", "1.2.0", "valid"]
+
+
+def test_ota_check_falls_back_to_the_full_image_when_the_delta_fails(tmp_path, srv):
+    new = build_image.build_image("1.2.0")
+    good = make_delta.make_delta(build_image.build_image("1.0.0"), new, "none")
+    bad = bytearray(good)
+    bad[-40] ^= 0xFF    # a well-formed patch that makes the wrong image: its read-back is fine,
+    offer_with_delta(srv, bytes(bad), new=new)   # the image's own SHA-256 is not
+    root = make_ota_root(tmp_path, srv.ota_url)
+    first = ota_boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "delta update failed" in first.stdout and "downloading the full image" in first.stdout
+    assert downloads(srv) == ["patch", "bin"]
+    assert ota_state(root)[:2] == ["ota_1", "1.2.0"]
+
+
+def test_ota_check_skips_a_delta_for_another_base(tmp_path, srv):
+    offer_with_delta(srv, b"never fetched", from_sha256="ab" * 32)
+    root = make_ota_root(tmp_path, srv.ota_url)
+    first = ota_boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "delta offered for another base image" in first.stdout
+    assert downloads(srv) == ["bin"]
+
+
+def test_ota_check_refuses_a_malformed_delta_section(tmp_path, srv):
+    offer_with_delta(srv, b"x", from_sha256="not-a-digest")
+    r, log = ota_check_once(make_ota_root(tmp_path, srv.ota_url))
+    assert not r["ok"] and r["reason"] == \
+        "bad answer: firmware.delta.from_sha256 is not a SHA-256 (64 hex digits)", r
+    assert downloads(srv) == []
