@@ -1,4 +1,4 @@
-# The OTA-check firmware section's delta (docs/ota-protocol.md, "firmware.delta"):
+# The OTA-check firmware section's delta (docs/PROTOCOL.md, "firmware.delta"):
 #   "firmware": {"version", "url", "size"?, "md5"?, "sha256"?, ...,
 #                "delta": {"from_sha256": <64 hex>, "url": <patch URL>, "md5"?, "size"?}}
 # from_sha256 names the image the patch applies to (what esp_partition_get_sha256 gives for the
