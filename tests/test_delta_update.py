@@ -14,27 +14,19 @@ import make_delta
 import mkflash
 import ota_server
 import push
-from image_server import ImageServer
 from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank,  # noqa: F401
                           firmware_requests, ota, platforms, product)
 from ota_helpers import boot as ota_boot, check as ota_check_once, make_root as make_ota_root
 from ota_helpers import ota_state, settings
 from test_delta import code, edit
-from test_updater import (OTA1, assert_old_boots, boot, flash_at, install, install_until_cut,
-                          minimal_erases)
+from test_updater import (OTA1, assert_old_boots, boot, flash_at, install,  # noqa: F401
+                          install_until_cut, minimal_erases, offer_for, server)
 
 KIB = 1024
 NEW = "1.1.0"
 BASE = build_image.build_image("1.0.0", payload=code(11, 190 * KIB))
 TARGET = build_image.build_image(NEW, payload=edit(code(11, 190 * KIB), 70000, 3000, code(12, 3300)))
 OTHER = build_image.build_image("0.9.0", payload=code(13, 190 * KIB))
-
-
-@pytest.fixture
-def server():
-    s = ImageServer()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -46,15 +38,8 @@ def patch(compression="heatshrink", base=BASE, new=TARGET, header=True):
     return make_delta.make_delta(base, new, compression, header=header)
 
 
-def delta_offer(server, data, path="/fw.patch", md5=True, size=True, version=NEW, **kw):
-    server.files[path] = data
-    o = {"url": server.url(path), "version": version, "delta": True}
-    if md5:
-        o["md5"] = hashlib.md5(data).hexdigest()
-    if size:
-        o["size"] = len(data)
-    o.update(kw)
-    return o
+def delta_offer(server, data, path="/fw.patch", **kw):
+    return offer_for(server, data, path, delta=True, **kw)
 
 
 def refused(root, r, code, text):

@@ -15,11 +15,12 @@
 # reset: the patch is small, and the running image it reads is never written.
 from firmware import app_image, delta
 from firmware.update.errors import E_INTEGRITY, E_VERSION, UpdateError
+from firmware.update.http_source import Wrapper
 
 WRONG_BASE = "patch is for another base image"
 
 
-class DeltaSource:
+class DeltaSource(Wrapper):
     resumable = False
 
     def __init__(self, inner, base, limit, from_sha256=None, chunk=4096, wire_size=None):
@@ -31,14 +32,6 @@ class DeltaSource:
         self.wire_size = wire_size    # the patch file's length, as the offer says
         self._running = None          # the running image's SHA-256, computed once
         self._d = None
-
-    @property
-    def wire(self):
-        return self.inner.wire
-
-    @property
-    def wire_total(self):
-        return self.wire_size
 
     def length(self):
         return None if self._d is None else self._d.size
