@@ -5,8 +5,10 @@ running image, written, read back and committed. Refusals leave the boot partiti
 with the right progress code; power cuts (SIGKILL mid flash operation, as in test_updater.py)
 are followed by a reboot and a retry that completes."""
 import hashlib
+import io
 import signal
 
+import detools
 import pytest
 
 import build_image
@@ -19,6 +21,7 @@ from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, blank,  # noqa
 from ota_helpers import boot as ota_boot, check as ota_check_once, make_root as make_ota_root
 from ota_helpers import ota_state, settings
 from test_delta import code, edit
+from test_ota_server import ota as ota_post, req
 from test_updater import (OTA1, assert_old_boots, boot, flash_at, install,  # noqa: F401
                           install_until_cut, minimal_erases, offer_for, server)
 
@@ -272,3 +275,20 @@ def test_ota_check_refuses_a_malformed_delta_section(tmp_path, srv):
     assert not r["ok"] and r["reason"] == \
         "bad answer: firmware.delta.from_sha256 is not a SHA-256 (64 hex digits)", r
     assert downloads(srv) == []
+
+
+def test_ota_server_cli_offers_a_delta_built_with_detools(tmp_path, srv):
+    base_bin, new_bin = tmp_path / "base.bin", tmp_path / "new.bin"
+    base_bin.write_bytes(BASE)
+    new_bin.write_bytes(TARGET)
+    args = ota_server.build_parser().parse_args(
+        ["--offer", "esp-box-3=1.1.0:%s" % new_bin, "--delta", "esp-box-3=%s" % base_bin])
+    ota_server.configure(srv, args)
+    fw = ota_post(srv)[1]["firmware"]
+    d = fw["delta"]
+    assert d["from_sha256"] == make_delta.base_digest(BASE).hex()
+    got = req(srv, "GET", d["url"].split(str(srv.port), 1)[1])[2]
+    assert len(got) == d["size"] and hashlib.md5(got).hexdigest() == d["md5"]
+    out = io.BytesIO()   # the oracle: detools itself applies the served patch (header off)
+    detools.apply_patch(io.BytesIO(BASE), io.BytesIO(got[make_delta.HEADER_LEN:]), out)
+    assert out.getvalue() == TARGET
