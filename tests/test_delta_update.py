@@ -78,9 +78,11 @@ def test_from_sha256_in_the_offer_and_no_header(root, server):
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
-def test_dropped_connection_restarts_the_patch_without_reprogramming(root, server):
-    data = patch("none")  # long enough to drop in the middle of the image
-    server.plan = [{"close_at": len(data) // 2}]
+@pytest.mark.parametrize("compression,where", [("none", 30), ("none", 0.5), ("heatshrink", 0.7)])
+def test_dropped_connection_restarts_the_patch_without_reprogramming(root, server, compression,
+                                                                     where):
+    data = patch(compression)   # dropped inside the esp_delta_ota header, or mid image
+    server.plan = [{"close_at": where if where > 1 else int(len(data) * where)}]
     r = install(root, delta_offer(server, data))
     assert r["ok"], r
     assert [q.headers.get("range") for q in server.requests] == [None, None]  # from byte 0

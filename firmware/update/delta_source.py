@@ -39,6 +39,14 @@ class DeltaSource(Wrapper):
     def open(self, pos):
         self.inner.open(0)
         try:
+            self._d = self._start()
+        except BaseException:
+            self.inner.close()  # the pipeline closes only a source that opened
+            raise
+        return 0
+
+    def _start(self):
+        try:
             d = delta.Applier(self.inner, self.base, self.limit, chunk=self.chunk)
             if self._running is None:
                 self._running = delta.running_sha256(self.base)
@@ -50,8 +58,7 @@ class DeltaSource(Wrapper):
             raise UpdateError(E_VERSION, "%s: running image: %s" % (WRONG_BASE, e))
         except delta.DeltaError as e:
             raise UpdateError(E_INTEGRITY, "bad patch: %s" % e)
-        self._d = d
-        return 0
+        return d
 
     def readinto(self, buf):
         try:
