@@ -22,9 +22,9 @@ import json
 import os
 import sys
 
-from firmware import activation, confirm_deadline, install_record, log, mqtt_config, ota_check
-from firmware import retry, saved_offer, status
-from firmware import sysinfo, tls_config, watchdog
+from firmware import activation, confirm_deadline, delta_offer, install_record, log
+from firmware import mqtt_config, ota_check, retry, saved_offer, status, sysinfo, tls_config
+from firmware import watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -290,9 +290,9 @@ class App:
         self.display.show_updating(0, None, self.running_version, to_v)
         progress = _Progress(self.display, self.running_version, to_v)
         try:
-            label = updater.install(self.board, updater.Offer(**offer), self.running_version,
-                                    progress=progress, tls=self.tls(),
-                                    min_rate=updater.min_rate(self.config))
+            label = delta_offer.install(updater, self.board, offer, self.running_version,
+                                        progress=progress, tls=self.tls(),
+                                        min_rate=updater.min_rate(self.config))
         except updater.UpdateError as e:
             saved_offer.forget(settings)
             _log.error("update to %s failed: %s", to_v, e.reason)

@@ -101,7 +101,7 @@ class Listener:
         # force: the push names the version to run, older or newer (admission already refused
         # the running one); the updater still checks the image header carries that version.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
-                              force=True)
+                              force=True, delta=push.delta)
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,
