@@ -130,9 +130,19 @@ class App:
         why = install_record.review_rollback(b, self.running_version)
         if why:
             _log.warning("%s (-3); running %s", why, self.running_version)
+        self._announce_signatures()
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
             watchdog.start(b, self.config)
         return WIFI
+
+    def _announce_signatures(self):
+        """Say once per boot which images the updater accepts ("updates are unauthenticated"
+        when no signing key is known and signatures are off)."""
+        try:
+            from firmware.update import signature_stage
+        except ImportError:  # a build without the update engine
+            return
+        signature_stage.announce(signature_stage.policy(self.board, self.config))
 
     def _configured(self):
         try:
@@ -281,7 +291,7 @@ class App:
         progress = _Progress(self.display, self.running_version, to_v)
         try:
             label = updater.install(self.board, updater.Offer(**offer), self.running_version,
-                                    progress=progress, tls=self.tls())
+                                    progress=progress, tls=self.tls(), config=self.config)
         except updater.UpdateError as e:
             _log.error("update to %s failed: %s", to_v, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)

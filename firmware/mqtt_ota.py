@@ -108,7 +108,8 @@ class Listener:
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,
-                                    tls=tls_of() if tls_of else self.cfg.http_tls())
+                                    tls=tls_of() if tls_of else self.cfg.http_tls(),
+                                    config=self.ctx.config)
         except updater.UpdateError as e:
             return agent.failed(push, e.code, e.reason)
         except MemoryError:
