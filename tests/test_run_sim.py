@@ -20,7 +20,9 @@ def test_make_run_activates_and_applies_a_pushed_update(tmp_path):
     for needle in ("POST http://127.0.0.1", "ACTIVATION CODE", "device activated", "server time applied",
                    "MQTT settings stored", "reportInfo version 1.0.0", "image 1.1.0 written to ota_1",
                    "firmware 1.1.0 in ota_1 (pending-verify)", "update to 1.1.0 confirmed",
-                   "device D40606B6A9FB confirmed the update"):
+                   "device D40606B6A9FB confirmed the update", "demo signing key build/",
+                   "signature policy: signatures required; 1 trusted key(s)",
+                   "signature verified (block 0, key "):
         assert needle in out, needle
     info = [line.split("board info: ", 1)[1] for line in out.splitlines() if "I ota: board info: " in line]
     assert len(info) == 2                                   # once per boot, before and after the update
