@@ -77,7 +77,7 @@ def platforms():
 class Device:
     """A simulated board (device root) booted as micropython processes."""
 
-    def __init__(self, root, broker, product, ota, mac=MAC, **mqtt):
+    def __init__(self, root, broker, product, ota, mac=MAC, update=None, **mqtt):
         self.root = str(root)
         self.boots = 0
         cfg = {"mqtt": {"host": broker.host, "port": broker.port, "product_id": product,
@@ -85,6 +85,8 @@ class Device:
                         "http_base": ota.url if ota is not None else None},
                "confirm_by": "mqtt", "log_level": "info"}
         cfg["mqtt"].update(mqtt)
+        if update is not None:  # the signature policy (config `update` section)
+            cfg["update"] = update
         mkflash.make_device_root(self.root, config=cfg, mac=mac)
         self.name = mac.replace(":", "").upper()
 

@@ -7,13 +7,19 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 
 import pytest
 
 import build_image
 import mkflash
-from conftest import mpy_env, run_mpy
+import ota_helpers
+import push
+import sign_image
+from conftest import run_mpy
 from image_server import ImageServer
+from mqtt_helpers import DEV, FAIL_STEPS, Device, amqtt, platforms, product  # noqa: F401
+from signing import fleet_key  # noqa: F401
 from test_secure_boot import SECTOR, Key, fix_crc, flip, sig_at, sign
 
 OTA1 = 0x310000
@@ -73,6 +79,10 @@ def server():
     s = ImageServer()
     yield s
     s.stop()
+
+
+def make_app_root(tmp_path, ota_url, **config):
+    return ota_helpers.make_root(tmp_path, ota_url, **config)
 
 
 def make_root(tmp_path, image=None, **sim):
@@ -197,3 +207,68 @@ def test_secure_version_floor_holds_even_with_force(tmp_path, server, running, e
         offered, "efuse SECURE_VERSION" if efuse else "the running image's", max(running, efuse)),
         otadata)
     assert r["counters"]["erase_64k"] == r["counters"]["erase_4k"] == 0  # refused before erasing
+
+
+# ---- the OTA-check offer and MQTT pushes, through the whole app ----------------------------------
+
+@pytest.fixture
+def ota_srv():
+    import ota_server
+    s = ota_server.run_in_thread(auto_activate_s=0)
+    yield s
+    s.stop()
+
+
+def test_ota_check_offer_of_a_signed_image_installs(tmp_path, ota_srv, fleet_key):
+    ota_srv.set_offer("esp-box-3", "1.2.0", fleet_key.sign(build_image.build_image("1.2.0")))
+    root = make_app_root(tmp_path, ota_srv.ota_url, update=fleet_key.update_config())
+    first = ota_helpers.boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr     # rebooted into the update
+    assert "signature verified (block 0, key %s)" % fleet_key.digest in first.stdout
+    assert ota_helpers.boot(root, run_until="listen").returncode == 0
+    assert ota_helpers.ota_state(root) == ["ota_1", "1.2.0", "valid"]
+
+
+def test_ota_check_offer_of_an_unsigned_image_is_refused(tmp_path, ota_srv, fleet_key):
+    ota_srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_app_root(tmp_path, ota_srv.ota_url, update=fleet_key.update_config())
+    p = ota_helpers.boot(root, run_until="listen", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "update to 1.2.0 failed: unsigned" in p.stdout
+    assert "image refused: unsigned: no signature sector after the image" in p.stdout
+    assert ota_helpers.ota_state(root)[:2] == ["ota_0", "1.0.0"]
+    assert flash_at(root, OTA1, SECTOR) == b"\xff" * SECTOR
+
+
+def test_the_app_says_once_per_boot_that_updates_are_unauthenticated(tmp_path, ota_srv):
+    ota_srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+    root = make_app_root(tmp_path, ota_srv.ota_url)
+    first = ota_helpers.boot(root, run_until="listen")
+    assert first.returncode == 3, first.stdout + first.stderr     # installed, unsigned
+    assert first.stdout.count("updates are unauthenticated") == 1
+    second = ota_helpers.boot(root, run_until="listen")
+    assert second.stdout.count("updates are unauthenticated") == 1
+
+
+def test_mqtt_push_of_an_image_signed_by_another_key_is_refused(amqtt, product, platforms,
+                                                                 tmp_path, fleet_key, keys):
+    dev = Device(tmp_path, amqtt, product, None, update=fleet_key.update_config())
+    plat = platforms(amqtt, product)
+    import ota_server
+    srv = ota_server.run_in_thread()
+    try:
+        other = sign_image.sign_bytes(build_image.build_image("1.1.0", size=150000),
+                                      [str(keys["B"].pem)])
+        proc = dev.boot(20000)
+        assert plat.wait_report(DEV, timeout=15), Device.read(proc)
+        token = plat.push_image(DEV, "1.1.0", other, push.ImageHost(server=srv), "single")
+        got = plat.wait_step(DEV, FAIL_STEPS, token, timeout=20)
+        assert got and got["step"] == -2 and got["desc"] == "unknown key", Device.read(proc)
+        proc.send_signal(signal.SIGINT)
+        rc, log = dev.finish(proc)
+    finally:
+        srv.stop()
+    assert "update to 1.1.0 failed (-2): unknown key" in log
+    assert dev.ota1()[:SECTOR] == b"\xff" * SECTOR
+    assert "mqtt_ota_pending" not in dev.settings()
+    assert "boot 1.0.0 state" in dev.run(0)[1]
