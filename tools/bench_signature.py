@@ -20,7 +20,8 @@ Signs a 4 MiB image with a throwaway espsecure key (in a temporary folder), then
 - added_vs_update: (update + finish) / the time tools/bench.py's engine takes for a 4 MiB update
   (median of 3 rounds of its "rate" run; skipped with --no-update). Goal: <= 0.05.
 
-Prints one JSON object. (To be folded into `make bench` once the check is an update stage.)
+Prints one JSON object. `make bench` has the figures that count, through the real updater:
+section() below, bench.json "signature".
 """
 import json
 import os
@@ -143,6 +144,69 @@ def update_seconds():
     work = tempfile.mkdtemp(prefix="bench-sig-")
     r = bench.Bench(work).run("rate", "4MiB", rounds=3)
     return statistics.median(r["update_s"])
+
+
+def section(bench, out):
+    """bench.json's "signature" section (`make bench`). `bench`: the tools/bench.py Bench (its
+    server, device root and 4 MiB image); `out`: its figures so far -- update_s and firmware_s
+    (64 KiB chunks), modeled_flash_s, heap_peak_bytes, min_free_heap_kib, all with signatures off.
+
+    - rsa3072_verify_ms, finish_ms, sha256_update_4MiB_ms: DEVICE above, on the unix port;
+    - added_s = SignatureCheck.update over the 4 MiB file + finish(); added_vs_sim_update: over
+      the whole simulated 4 MiB update (update_s); added_vs_board_model: over a modeled board
+      update, firmware_s (the engine's own time as measured here) + modeled_flash_s "4MiB
+      (64KiB)" engine (the flash operations at NOR datasheet timings, see tools/bench.py);
+    - the same update through the real updater with the signed image and a config trusting its
+      key: end to end (median of 3 alternating rounds, on and off), the sampled heap peak, and
+      the smallest free heap it succeeds in (.mpy, as min_free_heap_kib). heap_on_minus_off_bytes
+      is the latter's difference (it sees the RSA transient, which no flash-op sample does).
+    A config trusting another key must make the same run fail: the check really ran."""
+    import bench as bench_mod
+    with tempfile.TemporaryDirectory() as tmp:
+        key = os.path.join(tmp, "k.pem")
+        espsecure("generate-signing-key", "--version", "2", "--scheme", "rsa3072", key)
+        dig = os.path.join(tmp, "d.bin")
+        espsecure("digest-sbv2-public-key", "--keyfile", key, "--output", dig)
+        src, signed = os.path.join(tmp, "app.bin"), os.path.join(tmp, "app-signed.bin")
+        with open(src, "wb") as f:
+            f.write(bench.images["4MiB"])
+        espsecure("sign-data", "--version", "2", "--keyfile", key, "--output", signed, src)
+        with open(dig, "rb") as f:
+            digest = f.read().hex()
+        with open(signed, "rb") as f:
+            data = f.read()
+        p = subprocess.run([MICROPYTHON, "-c", "ARGS = %r\n" % json.dumps({"path": signed, "digest": digest})
+                            + DEVICE], env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True,
+                           text=True, timeout=600, check=True)
+        micro = json.loads(p.stdout.strip().splitlines()[-1])
+    bench.images["4MiB-signed"] = data
+    bench_mod._Handler.files["/4MiB-signed.bin"] = data
+    on = {"update": {"require_signature": True, "trusted_keys": [digest]}}
+    wrong = {"update": {"require_signature": True, "trusted_keys": ["00" * 32]}}
+    if bench.run("time", "4MiB-signed", chunk=65536, config=wrong, check=False) is not None:
+        raise RuntimeError("an image signed by an untrusted key installed: the check did not run")
+    t_on, t_off = [], []
+    for _ in range(3):
+        t_off.append(bench.run("time", "4MiB", chunk=65536)["update_s"])
+        t_on.append(bench.run("time", "4MiB-signed", chunk=65536, config=on)["update_s"])
+    h = bench.run("heap", "4MiB-signed", chunk=4096, stage=False, config=on)
+    free_on = bench.min_free_heap("4MiB-signed", "fit", mpy=True, config=on)
+    free_off = out["min_free_heap_kib"]
+    added = (micro["update_4MiB_ms"] + micro["finish_ms"]) / 1000
+    board = out["firmware_s"] + out["modeled_flash_s"]["4MiB (64KiB)"]["engine"]
+    return {
+        "rsa3072_verify_ms": micro["rsa3072_verify_ms"], "finish_ms": micro["finish_ms"],
+        "sha256_update_4MiB_ms": micro["update_4MiB_ms"], "added_s": round(added, 4),
+        "sim_update_s": out["update_s"], "added_vs_sim_update": round(added / out["update_s"], 4),
+        "board_model_update_s": round(board, 3), "added_vs_board_model": round(added / board, 4),
+        "end_to_end_4MiB_s": {"on": round(statistics.median(t_on), 4),
+                              "off": round(statistics.median(t_off), 4)},
+        "heap_peak_sampled_bytes": {"on": max(h["heap_peak"].values()),
+                                    "off": out["heap_peak_bytes"]["4MiB"]},
+        "min_free_heap_kib": {"on": free_on, "off": free_off},
+        "heap_on_minus_off_bytes": None if free_on is None or free_off is None
+        else int(round((free_on - free_off) * 1024)),
+    }
 
 
 def main(argv=None):
