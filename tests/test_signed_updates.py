@@ -272,3 +272,20 @@ def test_mqtt_push_of_an_image_signed_by_another_key_is_refused(amqtt, product, 
     assert dev.ota1()[:SECTOR] == b"\xff" * SECTOR
     assert "mqtt_ota_pending" not in dev.settings()
     assert "boot 1.0.0 state" in dev.run(0)[1]
+
+
+def test_a_signed_update_resumed_after_a_power_cut_verifies(tmp_path, server, keys, images):
+    """After a reset the signature's SHA-256 is rebuilt from what is on flash (the resume
+    re-hash), then the rest streams from where it stopped: the image verifies and boots."""
+    import test_updater as tu
+    root = make_root(tmp_path)
+    cfg = trust(keys["A"])
+    o = tu.offer_for(server, images["A"])
+    tu.install_until_cut(root, o, ["program", 3], config=cfg)   # 128 KiB persisted
+    with open(os.path.join(root, "settings.json")) as f:
+        assert json.load(f)["ota_resume"]["written"] == 131072
+    n = len(server.requests)
+    r = tu.install(root, o, config=cfg)
+    assert r["ok"], r
+    assert server.requests[n].headers["range"] == "bytes=131072-"
+    assert booted(root) == ["ota_1", NEW]
