@@ -189,20 +189,23 @@ def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path):
         assert len(plat.reports(DEV)) == n
 
 
-def test_push_tool_command_line(amqtt, ota, product, tmp_path):
+def test_push_tool_command_line(amqtt, ota, product, tmp_path, fleet_key):
     """tools/push.py as a user runs it: waits for the device's version report, pushes (seed form,
-    image served by a running OTA server through its admin API), draws progress, exits 0 on 100."""
-    dev = Device(tmp_path, amqtt, product, ota, report_ota_topic=True)
+    image signed with --sign-key and served by a running OTA server through its admin API),
+    draws progress, exits 0 on 100."""
+    dev = Device(tmp_path, amqtt, product, ota, report_ota_topic=True,
+                 update=fleet_key.update_config())
     cmd = [sys.executable, os.path.join(ROOT, "tools", "push.py"), "--broker",
            "%s:%d" % (amqtt.host, amqtt.port), "--product", product, "--device", DEV,
            "--version", "1.2.0", "--size", "120000", "--form", "seed", "--ota-url", ota.url,
-           "--wait-report", "--timeout", "40"]
+           "--wait-report", "--timeout", "40", "--sign-key", str(fleet_key.pem)]
     tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         head = [tool.stdout.readline() for _ in range(2)]  # subscribed before the device reports
         assert "waiting for %s to report" % DEV in head[-1], head
         rc, log = dev.run(20000)
         assert rc == REBOOT, log
+        assert "signature verified (block 0, key %s)" % fleet_key.digest in log
         assert "reply to report: code 400 (ignored)" in log   # $ota/up/report's error reply
         rc, log = dev.run(3000)
         assert "connection lost" not in log, log  # replies handled outside umqtt's read loops

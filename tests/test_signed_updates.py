@@ -289,3 +289,49 @@ def test_a_signed_update_resumed_after_a_power_cut_verifies(tmp_path, server, ke
     assert r["ok"], r
     assert server.requests[n].headers["range"] == "bytes=131072-"
     assert booted(root) == ["ota_1", NEW]
+
+
+def test_ota_server_with_a_sign_key_serves_offers_signed(tmp_path, fleet_key):
+    """tools/ota_server.py sign_keys (--sign-key): an unsigned offer is served signed by
+    espsecure, an already signed one as it is."""
+    import ota_server
+    srv = ota_server.run_in_thread(auto_activate_s=0, sign_keys=[str(fleet_key.pem)])
+    try:
+        signed_elsewhere = fleet_key.sign(build_image.build_image("1.3.0"))
+        srv.register_image("pre.bin", signed_elsewhere)
+        assert srv._lookup_blob("pre.bin").data == signed_elsewhere   # not signed twice
+        srv.set_offer("esp-box-3", "1.2.0", build_image.build_image("1.2.0"))
+        root = make_app_root(tmp_path, srv.ota_url, update=fleet_key.update_config())
+        first = ota_helpers.boot(root, run_until="listen")
+        assert first.returncode == 3, first.stdout + first.stderr
+        assert "signature verified (block 0, key %s)" % fleet_key.digest in first.stdout
+    finally:
+        srv.stop()
+
+
+def test_policy_without_keys_loads_no_crypto_and_an_unreadable_efuse_fails_closed():
+    r = json.loads(run_mpy(r"""
+import json, sys
+from firmware.update import signature_stage as ss
+class Board:
+    def __init__(self, digests):
+        self.digests = digests
+    def secure_boot_digests(self):
+        if self.digests is None:
+            raise OSError("efuse read failed")
+        return self.digests
+out = {}
+for name, cfg in (("none", None), ("empty", {"update": {}}),
+                  ("off", {"update": {"require_signature": False, "trusted_keys": []}})):
+    p = ss.policy(Board([]), cfg)
+    out[name] = [p.check() is None, "firmware.secure_boot" in sys.modules]
+p = ss.policy(Board(None), {"update": {"require_signature": False}})
+out["efuse_error"] = [p.required, list(p.trusted), p.errors, p.check() is not None]
+p = ss.policy(Board([]), {"update": {"require_signature": True}})
+out["required"] = [p.required, p.check() is not None]
+print(json.dumps(out))
+""").stdout.strip().splitlines()[-1])
+    assert r["none"] == r["empty"] == r["off"] == [True, False]   # secure_boot never imported
+    assert r["efuse_error"] == [True, [], ["cannot read the efuse key digests: efuse read failed"],
+                                True]
+    assert r["required"] == [True, True]

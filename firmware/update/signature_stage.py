@@ -20,15 +20,35 @@ _log = log.get("updater")
 _announced = [False]  # the policy is described once per boot (per process)
 
 
+class _Off:
+    """No key anywhere and signatures not asked for: nothing is checked (secure_boot.Policy's
+    face, without importing secure_boot and rsa_pss -- their bytecode is heap on a board)."""
+    trusted = ()
+    required = False
+    errors = ()
+
+    def check(self):
+        return None
+
+
+UNAUTHENTICATED = "updates are unauthenticated: no trusted signing key is configured"
+
+
 def policy(board, config):
     """The signature policy of `board` with the app config `config` (a dict, or None: efuse
     keys only). An efuse that cannot be read fails closed: signatures required, no key known."""
-    from firmware import secure_boot
     cfg = config.get("update") if isinstance(config, dict) else None
     try:
         efuse = board.secure_boot_digests()
     except (OSError, ValueError) as e:
-        return secure_boot.Policy([], True, 0, ["cannot read the efuse key digests: %s" % e])
+        efuse = None
+        err = "cannot read the efuse key digests: %s" % e
+    if efuse == [] and (not isinstance(cfg, dict) or (cfg.get("trusted_keys") in (None, [])
+                                                      and cfg.get("require_signature") in (None, False))):
+        return _Off()
+    from firmware import secure_boot
+    if efuse is None:
+        return secure_boot.Policy([], True, 0, [err])
     return secure_boot.policy(cfg, efuse)
 
 
@@ -40,7 +60,7 @@ def announce(pol):
     for err in pol.errors:
         _log.error("signature policy: %s", err)
     if not pol.trusted and not pol.required:
-        _log.warning("%s", pol.describe())
+        _log.warning("%s", UNAUTHENTICATED)
     else:
         _log.info("signature policy: %s", pol.describe())
 
