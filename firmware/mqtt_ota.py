@@ -14,7 +14,7 @@
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import time
 
-from firmware import ithings, log, mqtt_config
+from firmware import ithings, log, mqtt_config, tls_config
 from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
@@ -61,15 +61,10 @@ class Settings:
         self.ca = _read_file(ca_file) if ca_file else None
         self.confirm_by = config.get("confirm_by", "ota_check")
 
-    def ssl_params(self):
-        p = {"server_hostname": self.host}
-        if self.verify:
-            if not self.ca:
-                raise ValueError("TLS verification on but no CA (tls.ca_file) configured")
-            p["cadata"] = self.ca
-        else:
+    def ssl_context(self):
+        if not self.verify:
             _log.warning("MQTT TLS certificate verification is OFF (tls.verify=false)")
-        return p
+        return tls_config.client_context(self.ca, self.verify)
 
     def http_tls(self):
         return {"verify": self.verify, "ca": self.ca}
@@ -104,7 +99,7 @@ class Listener:
         # force: the push names the version to run, older or newer (admission already refused
         # the running one); the updater still checks the image header carries that version.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
-                              force=True)
+                              force=True, delta=push.delta)
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,

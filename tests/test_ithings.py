@@ -23,7 +23,8 @@ for m in msgs:
     r = ithings.parse_push(m if isinstance(m, dict) else m.encode(), %r, %r, %r, %r, %r, %r, %r)
     d = {"kind": r.kind, "token": r.token, "version": r.version}
     if r.kind == "push":
-        d.update(url=r.url, size=r.size, md5=r.md5, name=r.name, force=r.force, method=r.method)
+        d.update(url=r.url, size=r.size, md5=r.md5, name=r.name, force=r.force, method=r.method,
+                 delta=r.delta)
     else:
         d["reason"] = r.reason
         if r.kind == "reject":
@@ -71,6 +72,18 @@ def test_three_push_shapes_are_admitted():
     assert r[2]["name"] == "xx.bin" and r[2]["method"] == "reportInfoReply"
 
 
+def test_diff_pushes_in_all_three_shapes_are_deltas():
+    multi = single(isDiff=2)
+    f = {k: multi["data"].pop(k) for k in ("size", "name", "fileUrl", "fileMd5", "signature")}
+    multi["data"]["files"] = [f]
+    s = seed()
+    s["data"]["isDiff"] = "2"
+    r = run_push([single(isDiff=2), multi, s, single(), single(isDiff="1")])
+    assert [x["kind"] for x in r] == ["push"] * 5
+    assert [x["delta"] for x in r] == [True, True, True, False, False]
+    assert r[1]["url"] == r[0]["url"] and r[2]["url"] == BASE + PRESIGNED
+
+
 def test_sign_method_any_case_and_string_numbers():
     r = run_push([single(signMethod="MD5"), single(signMethod="Md5", isDiff="1", size="123"),
                   single(fileMd5=MD5.upper(), signature=None)])
@@ -81,7 +94,8 @@ def test_sign_method_any_case_and_string_numbers():
 
 def test_admission_rejections_and_codes():
     cases = [
-        (single(isDiff=2), -4, "diff"),
+        (single(isDiff=3), -4, "isDiff 3"),
+        (single(isDiff="full"), -4, "isDiff full"),
         (single(signMethod="sha256"), -4, "signMethod"),
         (single(version=None), -4, "version"),
         (single(size=0), -4, "size"),
@@ -150,7 +164,7 @@ def test_ignored_messages():
 
 
 def test_in_progress_rule():
-    r = run_push([single(version="1.1.0"), single(version="1.2.0"), single(isDiff=2)],
+    r = run_push([single(version="1.1.0"), single(version="1.2.0"), single(isDiff=3)],
                  in_progress="1.1.0")
     assert [x["kind"] for x in r] == ["ignore"] * 3
     assert "duplicate" in r[0]["reason"]
