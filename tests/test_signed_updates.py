@@ -86,7 +86,10 @@ def make_app_root(tmp_path, ota_url, **config):
 
 
 def make_root(tmp_path, image=None, **sim):
+    """A fresh board, powered on once: its first boot writes otadata (the bootloader's
+    set_actual_ota_seq), so what follows may compare otadata before and after."""
     mkflash.make_device_root(str(tmp_path), version="1.0.0", image=image, **sim)
+    assert booted(str(tmp_path)) == ["ota_0", "1.0.0"]
     return str(tmp_path)
 
 

@@ -7,7 +7,8 @@
 
 --sign-key signs the image first (Secure Boot V2, espsecure via tools/sign_image.py; an image
 that is already signed is pushed as it is): what a device with update.trusted_keys installs.
-With --delta-from the patch is made to the signed image.
+With --delta-from the patch is made to the signed image; the base (RUNNING.bin) is the app
+image itself, unsigned: the device patches against the image, not its signature sector.
 
 The image (built with tools/build_image.py when --image is not given) is served by the local OTA
 server -- a running one (--ota-url, via its admin API) or one started here -- under a
@@ -372,7 +373,14 @@ def main(argv=None):
     if args.delta_from:
         import make_delta
         with open(args.delta_from, "rb") as f:
-            image = make_delta.make_delta(f.read(), image)
+            base = f.read()
+        import sign_image
+        if sign_image.is_signed(base):
+            print("push: --delta-from %s is a signed file: give the unsigned app image (the "
+                  "device patches against the image, not its signature sector)" % args.delta_from,
+                  file=sys.stderr)
+            return 2
+        image = make_delta.make_delta(base, image)
         diff = {"is_diff": 2, "name": "app-%s.patch.bin" % args.version}
     host = ImageHost(url=args.ota_url) if args.ota_url else ImageHost()
     ctx = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
