@@ -3,6 +3,7 @@
 # the same comparison: esp_efuse_check_secure_version() accepts secure_version >= the efuse value
 # (components/efuse/src/esp_efuse_fields.c). `force` in an offer never overrides it: refusing a
 # lower secure_version is the field's whole point.
+from firmware import app_image
 
 
 class RollbackError(Exception):
@@ -25,3 +26,13 @@ def check(image_version, running_version=0, efuse_version=0):
     if image_version < running_version:
         raise RollbackError("secure_version %d is below the running image's %d"
                             % (image_version, running_version))
+
+
+def floor(board):
+    """(the running image's secure_version, efuse SECURE_VERSION) of `board`. A running image
+    without a readable descriptor counts 0; the efuse floor still holds."""
+    try:
+        desc = board.app_desc()
+    except (OSError, ValueError, app_image.ImageError):
+        desc = None
+    return (desc.secure_version if desc is not None else 0), board.efuse_secure_version()

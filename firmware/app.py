@@ -132,10 +132,20 @@ class App:
         why = install_record.review_rollback(b, self.running_version)
         if why:
             _log.warning("%s (-3); running %s", why, self.running_version)
+        self._announce_signatures()
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
             watchdog.start(b, self.config)
             confirm_deadline.arm(b, self.config, self.running_version)
         return WIFI
+
+    def _announce_signatures(self):
+        """Say once per boot which images the updater accepts ("updates are unauthenticated"
+        when no signing key is known and signatures are off)."""
+        try:
+            from firmware.update import signature_stage
+        except ImportError:  # a build without the update engine
+            return
+        signature_stage.announce(signature_stage.policy(self.board, self.config))
 
     def _configured(self):
         try:
@@ -292,7 +302,7 @@ class App:
         try:
             label = delta_offer.install(updater, self.board, offer, self.running_version,
                                         progress=progress, tls=self.tls(),
-                                        min_rate=updater.min_rate(self.config))
+                                        min_rate=updater.min_rate(self.config), config=self.config)
         except updater.UpdateError as e:
             saved_offer.forget(settings)
             _log.error("update to %s failed: %s", to_v, e.reason)

@@ -107,7 +107,7 @@ class Listener:
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,
                                     tls=tls_of() if tls_of else self.cfg.http_tls(),
                                     min_rate=updater.min_rate(self.ctx.config),
-                                    tick=self.session.service)
+                                    tick=self.session.service, config=self.ctx.config)
         except updater.UpdateError as e:
             return agent.failed(push, e.code, e.reason)
         except MemoryError:

@@ -9,7 +9,10 @@
 #            or by DeltaSource (offer.delta: the URL is a patch against the running image);
 #   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256;
 #   writer:  FlashWriter (lazy 64 KiB / 4 KiB erase, program once, read-back, scrub);
+#   signature: SignatureStage (Secure Boot V2, when the policy from config + efuse says so),
+#            verified after the read-back, before commit;
 #   commit:  image length, set_boot.
+# Anti-rollback (esp_app_desc_t.secure_version, anti_rollback.py) is part of HeaderCheck.
 # A new capability (a signature check, a delta source) is one more stage here.
 #
 # The offer's md5/sha256/size describe the file the server stores: for a ".gz" URL that is the
@@ -29,8 +32,8 @@
 import binascii
 import gc
 
-from firmware import log
-from firmware.update import checks, commit, resume as resume_mod
+from firmware import anti_rollback, log
+from firmware.update import checks, commit, resume as resume_mod, signature_stage
 from firmware.update.errors import (E_DOWNLOAD, E_FLASH, E_INTEGRITY, E_VERSION,  # noqa: F401
                                     UpdateError, short)
 from firmware.update.flash_writer import BLOCK, FlashWriter
@@ -87,9 +90,12 @@ def _url_path(url):
 class _Update:
     """One offer, validated against the target partition; builds the stages for each pass."""
 
-    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage,
+    def __init__(self, board, offer, running_version, tls, timeout_ms, chunk, stage, policy,
                  min_rate=None, tick=None):
         self.board = board
+        self.policy = policy
+        self.floor = anti_rollback.floor(board)
+        self.sig = None
         self.offer = offer
         self.url = offer.url
         if not isinstance(self.url, str) or not self.url:
@@ -161,16 +167,25 @@ class _Update:
         else:
             from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
             src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
-        self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
+        self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force,
+                                         self.floor)
         if self.writers:
             last = self.writers[-1]
             self.touched = self.touched or bool(last.erased or last.pos)
         writer = FlashWriter(self.part, self.stage)
         writer.resume(written)
         self.writers.append(writer)
+        self.sig = signature_stage.stage(self.policy, writer, self.buf)
+        if self.sig is not None:
+            image.append(self.sig)
         return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
                         md5, taps, None if wire else self.size, store, progress, probe,
                         self.tick)
+
+    def commit(self, end):
+        if self.sig is not None:
+            self.sig.verify()
+        commit.commit(self.part, end)
 
     def scrub(self):
         """The first sector goes when any pass touched the target (a resumed pass counts)."""
@@ -194,7 +209,7 @@ def _stage(chunk, want):
 
 
 def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,
-            retries=RETRIES, probe=None, stage=None, min_rate=DEFAULT_RATE, tick=None):
+            retries=RETRIES, probe=None, stage=None, min_rate=DEFAULT_RATE, tick=None, config=None):
     """Download `offer` into the next OTA partition and set it to boot; return its label.
 
     progress(done, total, rate_bytes_s) is called at most every PROGRESS_MS (total may be None).
@@ -202,11 +217,15 @@ def install(board, offer, running_version, progress=None, tls=None, timeout_ms=1
     of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
     or None: when the heap has BIG_HEAP free. min_rate: (bytes_per_s, window_ms) a body must
     keep (update/pace.py; None: no floor). tick(): run every pace.HOOK_MS of a download while
-    bytes flow, whatever the chunk fill (the MQTT session's service). Raises UpdateError (.code, .reason); the boot
-    partition is untouched then. Never reboots."""
+    bytes flow, whatever the chunk fill (the MQTT session's service). config: the app config,
+    whose `update` section and the board's efuse key digests make the signature policy (None:
+    efuse keys only). Raises UpdateError (.code, .reason); the boot partition is untouched
+    then. Never reboots."""
     if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
         raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
-    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage),
+    pol = signature_stage.policy(board, config)
+    signature_stage.announce(pol)
+    up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage), pol,
                  min_rate, Ticker(tick))
     up.precheck()
     store = up.resume_store()
@@ -216,7 +235,7 @@ def install(board, offer, running_version, progress=None, tls=None, timeout_ms=1
         try:
             pipe = up.pipeline(written, store, progress, probe)
             end = pipe.run(retries, BACKOFF_MS, BACKOFF_MAX_MS)
-            commit.commit(up.part, end)
+            up.commit(end)
         except UpdateError as e:
             # A resumed download trusted flash written before a reset; if the result does not
             # verify, do it once more from scratch before giving up.
@@ -225,7 +244,7 @@ def install(board, offer, running_version, progress=None, tls=None, timeout_ms=1
             _log.warning("resumed image failed (%s); downloading again from the start", e.reason)
             pipe = up.pipeline(0, store, progress, probe)
             end = pipe.run(retries, BACKOFF_MS, BACKOFF_MAX_MS)
-            commit.commit(up.part, end)
+            up.commit(end)
     except UpdateError as e:
         up.scrub()
         store.forget()

@@ -99,7 +99,7 @@ def umqtt_env(umqtt_dir=None):
 class Device:
     """A simulated board (device root) booted as micropython processes."""
 
-    def __init__(self, root, broker, product, ota, mac=MAC, umqtt_dir=None, **mqtt):
+    def __init__(self, root, broker, product, ota, mac=MAC, umqtt_dir=None, update=None, **mqtt):
         self.root = str(root)
         self.boots = 0
         self.umqtt_dir = umqtt_dir  # another umqtt.simple ahead of lib/ (a board's frozen one)
@@ -108,6 +108,8 @@ class Device:
                         "http_base": ota.url if ota is not None else None},
                "confirm_by": "mqtt", "log_level": "info"}
         cfg["mqtt"].update(mqtt)
+        if update is not None:  # the signature policy (config `update` section)
+            cfg["update"] = update
         mkflash.make_device_root(self.root, config=cfg, mac=mac)
         self.name = mac.replace(":", "").upper()
 

@@ -20,6 +20,7 @@ from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json, run_mpy
 from mqtt_helpers import (DEV, DRIVER, FAIL_STEPS, FROZEN_UMQTT, REBOOT, Device,  # noqa: F401
                           amqtt, blank, broker, firmware_requests, ota, platforms, product,
                           push_file, steps, umqtt_env, wait_log)
+from signing import fleet_key  # noqa: F401
 
 
 # ---- full update ---------------------------------------------------------------------------------
@@ -28,11 +29,13 @@ FORMS = [("amqtt", "single"), ("amqtt", "seed"), ("mosquitto", "multi"), ("mosqu
 
 
 @pytest.mark.parametrize("kind,form", FORMS, ids=["-".join(f) for f in FORMS])
-def test_push_download_reboot_report_confirm(kind, form, ota, product, platforms, tmp_path):
+def test_push_download_reboot_report_confirm(kind, form, ota, product, platforms, tmp_path,
+                                            fleet_key):
+    # signing on: the device trusts the fleet key, every push shape carries a signed image
     with brokers.Broker(kind) as b:
-        dev = Device(tmp_path, b, product, ota)
+        dev = Device(tmp_path, b, product, ota, update=fleet_key.update_config())
         plat = platforms(b, product)
-        image = build_image.build_image("1.1.0", size=200000)
+        image = fleet_key.sign(build_image.build_image("1.1.0", size=200000))
         first = dev.boot(30000)
         assert plat.wait_report(DEV, "1.0.0", timeout=15), Device.read(first)
         t_push = time.time()
@@ -40,6 +43,7 @@ def test_push_download_reboot_report_confirm(kind, form, ota, product, platforms
         rc, log1 = dev.finish(first)
         assert rc == REBOOT, log1
         assert "installed 1.1.0 in ota_1" in log1
+        assert "signature verified (block 0, key %s)" % fleet_key.digest in log1
         assert dev.settings()["mqtt_ota_pending"] == {"pending_version": "1.1.0", "token": token,
                                                       "from_version": "1.0.0", "stage": "reboot"}
         # The download used the pre-signed URL verbatim (relative in the seed form).
@@ -208,20 +212,23 @@ def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path, umq
         assert len(plat.reports(DEV)) == n
 
 
-def test_push_tool_command_line(amqtt, ota, product, tmp_path):
+def test_push_tool_command_line(amqtt, ota, product, tmp_path, fleet_key):
     """tools/push.py as a user runs it: waits for the device's version report, pushes (seed form,
-    image served by a running OTA server through its admin API), draws progress, exits 0 on 100."""
-    dev = Device(tmp_path, amqtt, product, ota, report_ota_topic=True)
+    image signed with --sign-key and served by a running OTA server through its admin API),
+    draws progress, exits 0 on 100."""
+    dev = Device(tmp_path, amqtt, product, ota, report_ota_topic=True,
+                 update=fleet_key.update_config())
     cmd = [sys.executable, os.path.join(ROOT, "tools", "push.py"), "--broker",
            "%s:%d" % (amqtt.host, amqtt.port), "--product", product, "--device", DEV,
            "--version", "1.2.0", "--size", "120000", "--form", "seed", "--ota-url", ota.url,
-           "--wait-report", "--timeout", "40"]
+           "--wait-report", "--timeout", "40", "--sign-key", str(fleet_key.pem)]
     tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         head = [tool.stdout.readline() for _ in range(2)]  # subscribed before the device reports
         assert "waiting for %s to report" % DEV in head[-1], head
         rc, log = dev.run(20000)
         assert rc == REBOOT, log
+        assert "signature verified (block 0, key %s)" % fleet_key.digest in log
         assert "reply to report: code 400 (ignored)" in log   # $ota/up/report's error reply
         rc, log = dev.run(3000)
         assert "connection lost" not in log, log  # replies handled outside umqtt's read loops
@@ -286,14 +293,14 @@ def test_listen_without_product_id_idles_and_says_why(tmp_path):
     assert time.time() - t0 >= 0.6
 
 
-def _app_push_and_reboot(tmp_path, plat, srv):
+def _app_push_and_reboot(tmp_path, plat, srv, image=None):
     """Boot main.py, push 1.1.0 once it reports 1.0.0, let it reboot and boot it again until the
     platform sees 100 or a failure. (first boot's log, second boot's log, final progress)."""
     boot = [MICROPYTHON, os.path.join(ROOT, "main.py")]
     first = subprocess.Popen(boot, cwd=str(tmp_path), env=mpy_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     assert plat.wait_report(DEV, "1.0.0", timeout=20)
-    token = plat.push_image(DEV, "1.1.0", build_image.build_image("1.1.0"),
+    token = plat.push_image(DEV, "1.1.0", image or build_image.build_image("1.1.0"),
                             push.ImageHost(server=srv), "seed")
     out1, _ = first.communicate(timeout=30)
     assert first.returncode == REBOOT, out1
@@ -307,10 +314,10 @@ def _app_push_and_reboot(tmp_path, plat, srv):
     return out1, out2
 
 
-def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
+def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path, fleet_key):
     """main.py (the app's state machine: check -> activate -> listen) with the default
-    confirm_by "ota_check": a push installs, the new image is confirmed by the OTA check, and
-    the platform gets 100 once reportInfoReply arrives."""
+    confirm_by "ota_check" and signing on: a push of a signed image installs, the new image is
+    confirmed by the OTA check, and the platform gets 100 once reportInfoReply arrives."""
     import mkflash
     import ota_server
     srv = ota_server.run_in_thread(auto_activate_s=0)
@@ -319,8 +326,12 @@ def test_whole_app_push_to_confirm(amqtt, product, platforms, tmp_path):
             "ota_url": srv.ota_url, "recheck_interval_s": 30,
             "retry": {"base_s": 0.2, "tries": 3}, "activation": {"recheck_s": 0.3, "poll_s": 0.2},
             "mqtt": {"host": amqtt.host, "port": amqtt.port, "product_id": product,
-                     "download_jitter_ms": 0, "http_base": srv.url}})
-        _, out2 = _app_push_and_reboot(tmp_path, platforms(amqtt, product), srv)
+                     "download_jitter_ms": 0, "http_base": srv.url},
+            "update": fleet_key.update_config()})
+        image = fleet_key.sign(build_image.build_image("1.1.0"))
+        out1, out2 = _app_push_and_reboot(tmp_path, platforms(amqtt, product), srv, image)
+        assert "signature policy: signatures required; 1 trusted key(s)" in out1
+        assert "signature verified (block 0, key %s)" % fleet_key.digest in out1
         assert "image confirmed (first successful OTA check)" in out2
     finally:
         srv.stop()

@@ -22,7 +22,9 @@ def test_make_run_activates_and_applies_a_pushed_update(tmp_path):
                    "firmware 1.1.0 in ota_1 (pending-verify)", "update to 1.1.0 confirmed",
                    "device D40606B6A9FB confirmed the update",
                    "pushing firmware 1.2.0 as a delta", "image 1.2.0 written to ota_0",
-                   "update to 1.2.0 confirmed", "delta update confirmed by the device"):
+                   "update to 1.2.0 confirmed", "delta update confirmed by the device",
+                   "demo signing key build/", "signature policy: signatures required; 1 trusted key(s)",
+                   "signature verified (block 0, key "):
         assert needle in out, needle
     info = [line.split("board info: ", 1)[1] for line in out.splitlines() if "I ota: board info: " in line]
     assert len(info) == 3                                   # once per boot: 1.0.0, 1.1.0, 1.2.0

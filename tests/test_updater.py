@@ -79,7 +79,7 @@ try:
     label = updater.install(b, updater.Offer(**a['offer']), a.get('running', '1.0.0'),
                             progress=on_progress, timeout_ms=a.get('timeout_ms', 5000),
                             retries=a.get('retries', 5), chunk=a.get('chunk', 4096),
-                            stage=a.get('stage'),
+                            stage=a.get('stage'), config=a.get('config'),
                             min_rate=a['min_rate'] if 'min_rate' in a else updater.DEFAULT_RATE)
     out = {'ok': True, 'label': label}
 except updater.UpdateError as e:

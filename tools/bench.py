@@ -41,6 +41,9 @@ the repository root and prints it. Keys:
 - erase_ops / programmed_bytes per size and config: flash operations on the target partition
   as the chip performs them (the otadata entry set_boot writes is listed apart), beside the
   minimum for that erase unit; 1MiB+37KiB is an image that ends mid-block, like a real one.
+- signature: Secure Boot V2 checking (tools/bench_signature.py, section()): one RSA-3072 verify,
+  the time it adds as a ratio to the 4 MiB update (the sim update, and a modeled board update),
+  the heap with verification on vs off through the real updater.
 - modeled_flash_s: those operations timed with typical NOR datasheet figures (4 KiB erase 45 ms,
   64 KiB erase 150 ms, 256-byte page program 0.4 ms), beside the image erased sector by sector.
 
@@ -130,6 +133,7 @@ if mode == 'frozen':
     # Frozen-like: the modules are imported before the measurement and not counted (frozen
     # bytecode lives in flash on a board); then only free_kib is left for board + update.
     from firmware.update import gzip_source  # noqa: F401 -- the one stage updater loads late
+    from firmware import secure_boot  # noqa: F401 -- so does the signature policy
 from firmware.board import sim, sim_partition
 from firmware import updater
 from firmware.update import commit, pipeline
@@ -227,7 +231,7 @@ def on_progress(done, total, rate):  # a do-nothing display: the engine's own co
 def engine(probe=None, chunk=4096):
     t0 = time.ticks_us()
     updater.install(b, offer, '1.0.0', probe=probe, progress=on_progress, chunk=chunk,
-                    stage=a.get('stage'))
+                    stage=a.get('stage'), config=a.get('config'))
     return time.ticks_diff(time.ticks_us(), t0) / 1e6
 
 if mode == 'rate':
@@ -501,13 +505,13 @@ class Bench:
         """Smallest -X heapsize (KiB) at which the update succeeds."""
         return self._search(lambda k: self.run("fit", name, heapsize=k, mpy=mpy, check=False))
 
-    def min_free_heap(self, name, mode="fit", mpy=False):
+    def min_free_heap(self, name, mode="fit", mpy=False, **extra):
         """Smallest free heap (KiB) the update needs, measured after imports and boot ("fit")
         or after the imports alone, modules not counted ("frozen": board + update)."""
         best = {}
 
         def attempt(k):
-            r = self.run(mode, name, heapsize=2048, free_kib=k, mpy=mpy, check=False)
+            r = self.run(mode, name, heapsize=2048, free_kib=k, mpy=mpy, check=False, **extra)
             if r is not None:
                 best[k] = r["free_before"]
             return r
@@ -640,6 +644,8 @@ def main():
         out["erase_ops"] = erase_ops
         out["programmed_bytes"] = programmed
         out["modeled_flash_s"] = modeled
+        import bench_signature
+        out["signature"] = bench_signature.section(bench, out)
         out["goals"] = {
             "firmware_vs_reference>=0.85": out["firmware_vs_reference"] >= 0.85,
             "heap_peak_spread<=2048": out["heap_peak_spread_bytes"] <= 2048,
@@ -649,6 +655,9 @@ def main():
                 and out["heap_alloc_per_chunk_detail_4KiB_stage"]["engine_median"] == 0
                 and out["heap_alloc_per_chunk_detail_64KiB"]["engine_median"] == 0,
             "min_free_heap_kib<=48": (out["min_free_heap_kib"] or 9999) <= 48,
+            "signature_added_vs_sim_update<=0.05": out["signature"]["added_vs_sim_update"] <= 0.05,
+            "signature_added_vs_board_model<=0.05": out["signature"]["added_vs_board_model"] <= 0.05,
+            "signature_heap_on_minus_off<=4096": out["signature"]["heap_on_minus_off_bytes"] <= 4096,
             "app_frozen_like<=128": (out["app_min_heap_kib"]["frozen_like"] or 9999) <= 128,
             "app_mpy<=128": (out["app_min_heap_kib"]["mpy"] or 9999) <= 128,
             "no_redundant_erase_or_program": all(

@@ -45,6 +45,10 @@ Faults: ``inject(kind, count, endpoint)`` makes the next ``count`` requests to `
 ("ota", "activate", "firmware"; pre-signed downloads count as "firmware") misbehave; see
 ``FAULTS``.  Injected faults queue in order.
 
+Signed images: with ``sign_keys`` (``--sign-key KEY``), every image offered or uploaded is served
+signed (Secure Boot V2, ``espsecure sign-data`` through tools/sign_image.py; an already signed one
+as it is). Other files of ``--firmware-dir`` are served as stored.
+
 Use: ``python tools/ota_server.py --port 8002 --firmware-dir build`` (one log line per request),
 ``python tools/ota_server.py admin activate 123456`` (talks to a running server), or in-process
 ``srv = run_in_thread(port=0)`` / ``await OtaServer(...).start()``.
@@ -304,7 +308,7 @@ class OtaServer:
                  mqtt=None, websocket=DEFAULT_WEBSOCKET, timezone_name="Asia/Shanghai",
                  timezone_offset=480, tz_key="timeZone", strict=True, public_url=None,
                  admin_url=None, presign_secret=None, clock=time.time, stall_s=30.0,
-                 ssl_context=None, log=None):
+                 ssl_context=None, log=None, sign_keys=None):
         if not prefix.startswith("/"):
             prefix = "/" + prefix
         self.host = host
@@ -327,6 +331,7 @@ class OtaServer:
         self.stall_s = stall_s
         self.ssl_context = ssl_context
         self.log = log
+        self.sign_keys = list(sign_keys or [])  # images registered are served signed by these
         self.requests = []          # every protocol request: see _record
         self._lock = threading.RLock()
         self._devices = {}          # DEVICE-ID (upper) -> dict
@@ -437,7 +442,14 @@ class OtaServer:
             self._keys[str(serial)] = bytes(key_bytes)
 
     def register_image(self, name, data_or_path):
-        """Serve bytes (or a file at a path) as /firmware/<name>."""
+        """Serve bytes (or a file at a path) as /firmware/<name>; with sign_keys, signed
+        (Secure Boot V2, by espsecure through tools/sign_image.py) unless already signed."""
+        if self.sign_keys:
+            import sign_image
+            if not isinstance(data_or_path, (bytes, bytearray, memoryview)):
+                with open(data_or_path, "rb") as f:
+                    data_or_path = f.read()
+            data_or_path = sign_image.sign_bytes(bytes(data_or_path), self.sign_keys)
         with self._lock:
             if isinstance(data_or_path, (bytes, bytearray, memoryview)):
                 self._images[name] = _Blob(data=bytes(data_or_path))
@@ -457,7 +469,7 @@ class OtaServer:
             src = "/firmware/" + name
         elif url_or_path.startswith(("http://", "https://")):
             src = url_or_path
-        elif os.path.isfile(url_or_path) and self._in_dir(url_or_path):
+        elif os.path.isfile(url_or_path) and self._in_dir(url_or_path) and not self.sign_keys:
             name = os.path.relpath(os.path.abspath(url_or_path), self.firmware_dir)
             src = "/firmware/" + urllib.parse.quote(name.replace(os.sep, "/"))
         elif os.path.isfile(url_or_path):
@@ -1074,6 +1086,9 @@ def build_parser():
     p.add_argument("--cert", help="PEM certificate chain: serve HTTPS")
     p.add_argument("--key", help="PEM private key for --cert")
     p.add_argument("--stall", type=float, default=30.0, help="seconds an injected stall lasts")
+    p.add_argument("--sign-key", action="append", default=[], metavar="KEY",
+                   help="serve offered and uploaded images signed with this espsecure key "
+                        "(repeat: one signature block each)")
     return p
 
 
@@ -1101,7 +1116,7 @@ def options_from_args(args):
                 activation_timeout_ms=args.activation_timeout_ms, mqtt=mqtt, websocket=websocket,
                 timezone_name=args.timezone, timezone_offset=args.timezone_offset, tz_key=args.tz_key,
                 strict=not args.lenient, public_url=args.public_url, ssl_context=ssl_context,
-                stall_s=args.stall)
+                stall_s=args.stall, sign_keys=args.sign_key)
 
 
 def configure(server, args):

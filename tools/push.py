@@ -3,7 +3,12 @@
 
     python tools/push.py --broker 127.0.0.1:1883 --product P1 --device D40606B6A9FB \\
         --version 1.1.0 [--image app.bin] [--form single|multi|seed] [--ota-url URL] [--wait-report]
-        [--delta-from RUNNING.bin]
+        [--delta-from RUNNING.bin] [--sign-key KEY]
+
+--sign-key signs the image first (Secure Boot V2, espsecure via tools/sign_image.py; an image
+that is already signed is pushed as it is): what a device with update.trusted_keys installs.
+With --delta-from the patch is made to the signed image; the base (RUNNING.bin) is the app
+image itself, unsigned: the device patches against the image, not its signature sector.
 
 The image (built with tools/build_image.py when --image is not given) is served by the local OTA
 server -- a running one (--ota-url, via its admin API) or one started here -- under a
@@ -340,6 +345,8 @@ def main(argv=None):
     ap.add_argument("--image", help="image file (default: build one for --version)")
     ap.add_argument("--size", type=int, help="size of the built image (default: small)")
     ap.add_argument("--form", choices=FORMS, default="single")
+    ap.add_argument("--sign-key", action="append", default=[], metavar="KEY",
+                    help="sign the image with this espsecure key first (repeat: up to three)")
     ap.add_argument("--ota-url", help="running OTA server to serve the image (default: start one)")
     ap.add_argument("--wait-report", action="store_true",
                     help="push only after the device reported its version")
@@ -355,11 +362,25 @@ def main(argv=None):
     else:
         import build_image
         image = build_image.build_image(args.version, size=args.size)
+    if args.sign_key:
+        import sign_image
+        try:
+            image = sign_image.sign_bytes(image, args.sign_key)
+        except sign_image.ToolError as e:
+            print("push: %s" % e, file=sys.stderr)
+            return 2
     diff = {}
     if args.delta_from:
         import make_delta
         with open(args.delta_from, "rb") as f:
-            image = make_delta.make_delta(f.read(), image)
+            base = f.read()
+        import sign_image
+        if sign_image.is_signed(base):
+            print("push: --delta-from %s is a signed file: give the unsigned app image (the "
+                  "device patches against the image, not its signature sector)" % args.delta_from,
+                  file=sys.stderr)
+            return 2
+        image = make_delta.make_delta(base, image)
         diff = {"is_diff": 2, "name": "app-%s.patch.bin" % args.version}
     host = ImageHost(url=args.ota_url) if args.ota_url else ImageHost()
     ctx = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None

@@ -15,6 +15,8 @@ bundled local servers -- the whole life of a device in one command.
    download -> verify -> write -> reboot -> report -> confirm, with the progress bar here;
 5. then pushes 1.2.0 as a delta (isDiff 2): a detools patch from the 1.1.0 image it now runs
    (tools/make_delta.py), a few KiB instead of the whole image, applied the same way.
+Both images are signed (Secure Boot V2, espsecure) with a throwaway key made once in
+build/demo-signing-key.pem (never committed); the device's config trusts only its digest.
 Then the device keeps running until Ctrl-C (or the script exits, with --exit-when-done).
 """
 import argparse
@@ -33,6 +35,7 @@ import build_image  # noqa: E402
 import mkflash  # noqa: E402
 import ota_server  # noqa: E402
 import push  # noqa: E402
+import sign_image  # noqa: E402
 
 REBOOT_EXIT_CODE = 3
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -128,25 +131,29 @@ def device_config(ota_url, broker_port, http_base, shots):
     }
 
 
-def demo_push(platform, server, device_name, timeout):
+def demo_push(platform, server, device_name, timeout, sign_key=None):
     say("waiting for the device to report its version over MQTT")
     if not platform.wait_report(device_name, "1.0.0", timeout=timeout):
         say("no version report from %s" % device_name)
         return False
     say("pushing firmware %s to %s (served with a pre-signed URL)" % (PUSH_VERSION, device_name))
-    image = build_image.build_image(PUSH_VERSION, size=192 * 1024)
+    plain = build_image.build_image(PUSH_VERSION, size=192 * 1024)
+    image = sign_image.sign_bytes(plain, [sign_key]) if sign_key else plain
     token = platform.push_image(device_name, PUSH_VERSION, image, push.ImageHost(server), form="seed")
     ok = push.follow(platform, device_name, token, timeout) == 0
     say("update %s" % ("confirmed by the device" if ok else "FAILED"))
-    return ok and demo_delta_push(platform, server, device_name, image, timeout)
+    # the delta's base is the app image the device runs (a patch may not read its signature)
+    return ok and demo_delta_push(platform, server, device_name, plain, timeout, sign_key)
 
 
-def demo_delta_push(platform, server, device_name, running, timeout):
+def demo_delta_push(platform, server, device_name, running, timeout, sign_key=None):
     import make_delta  # detools
     if not platform.wait_report(device_name, PUSH_VERSION, timeout=timeout):
         say("no version report from %s after the update" % device_name)
         return False
     new = build_image.build_image(DELTA_VERSION, size=192 * 1024)
+    if sign_key:  # the patch rebuilds the signed file: the device checks its signature
+        new = sign_image.sign_bytes(new, [sign_key])
     patch = make_delta.make_delta(running, new)
     say("pushing firmware %s as a delta (isDiff 2): a %d-byte patch against %s instead of the "
         "%d-byte image" % (DELTA_VERSION, len(patch), PUSH_VERSION, len(new)))
@@ -183,6 +190,11 @@ def main(argv=None):
         server.register_hmac_key(args.serial, bytes.fromhex(hmac_key))
     shots = os.path.join(root, "screens")
     config = device_config(server.ota_url, broker_port, server.url, shots)
+    # A throwaway fleet key in build/ (never committed): the device trusts only its signature.
+    sign_key, key_digest = sign_image.demo_key()
+    config.update(sign_image.snippet([key_digest]))
+    say("demo signing key %s (digest %s...): the device installs only images it signed"
+        % (os.path.relpath(sign_key, ROOT), key_digest[:16]))
     if args.keep and os.path.exists(os.path.join(root, "flash.bin")):
         import json
         with open(os.path.join(root, "config.json"), "w") as f:
@@ -198,13 +210,14 @@ def main(argv=None):
         if args.no_push:
             ok = bool(platform.wait_report(device_name, timeout=args.timeout)) if args.exit_when_done else True
         else:
-            ok = demo_push(platform, server, device_name, args.timeout)
+            ok = demo_push(platform, server, device_name, args.timeout, sign_key)
         say("screenshots: %s" % shots)
         if args.exit_when_done:
             return 0 if ok else 1
         say("the device keeps running; Ctrl-C to stop. Push again with: python tools/push.py "
-            "--broker 127.0.0.1:%d --product %s --device %s --ota-url %s --version 1.3.0"
-            % (broker_port, PRODUCT_ID, device_name, server.url))
+            "--broker 127.0.0.1:%d --product %s --device %s --ota-url %s --version 1.3.0 "
+            "--sign-key %s" % (broker_port, PRODUCT_ID, device_name, server.url,
+                               os.path.relpath(sign_key, ROOT)))
         while device.thread.is_alive():
             device.thread.join(1)
         return device.exit_code or 0

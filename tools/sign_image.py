@@ -137,6 +137,34 @@ def sign(keys, image, output, append=False):
     espsecure(*(args + ["--output", output, image]))
 
 
+def is_signed(data):
+    """True when `data` ends in a Secure Boot V2 signature sector (a block's magic 0xE7 and
+    version 0x02 at the start of its last 4 KiB): served and pushed as it is."""
+    return len(data) > 4096 and len(data) % 4096 == 0 and data[-4096:-4094] == b"\xe7\x02"
+
+
+def sign_bytes(image, keys):
+    """`image` (bytes) signed with `keys` by espsecure; an already signed image is returned
+    unchanged (signing it again would sign the old sector as part of the image)."""
+    if is_signed(image):
+        return bytes(image)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "image.bin"), os.path.join(tmp, "signed.bin")
+        with open(src, "wb") as f:
+            f.write(image)
+        sign(keys, src, dst)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
+def demo_key(folder=BUILD, name="demo-signing-key.pem"):
+    """A throwaway signing key under build/ (made once, never committed); (key, hex digest)."""
+    key = os.path.join(folder, name)
+    if not os.path.exists(key):
+        new_key(key)
+    return key, digest(public_key_path(key))
+
+
 def verify(key, signed):
     espsecure("verify-signature", "--version", "2", "--keyfile", key, signed)
 

@@ -5,7 +5,7 @@
 import binascii
 import hashlib
 
-from firmware import app_image, version as _version
+from firmware import anti_rollback, app_image, version as _version
 from firmware.update.errors import E_INTEGRITY, E_VERSION, UpdateError, short
 
 
@@ -23,12 +23,15 @@ def check_newer(offered, running):
 
 class HeaderCheck:
     """Image header, chip id and esp_app_desc_t on the first bytes; then the version rule: the
-    image is the version the offer names, or (when it names none) newer than the running one."""
+    image is the version the offer names, or (when it names none) newer than the running one.
+    floor: (running secure_version, efuse SECURE_VERSION): a lower secure_version is refused,
+    force or not (anti_rollback.py)."""
 
-    def __init__(self, offer_version, running_version, force=False):
+    def __init__(self, offer_version, running_version, force=False, floor=(0, 0)):
         self.offer_version = offer_version
         self.running_version = running_version
         self.force = force
+        self.floor = floor
         self.desc = None
 
     def update(self, buf):
@@ -38,6 +41,10 @@ class HeaderCheck:
             desc = app_image.check_header(buf)
         except app_image.ImageError as e:
             raise UpdateError(E_INTEGRITY, "bad image: %s" % e)
+        try:
+            anti_rollback.check(desc.secure_version, self.floor[0], self.floor[1])
+        except anti_rollback.RollbackError as e:
+            raise UpdateError(E_VERSION, e.reason)
         want = self.offer_version
         if want is not None:
             if not _version.same(desc.version, str(want)):
