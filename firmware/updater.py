@@ -6,7 +6,8 @@
 # install() composes the stages of firmware/update/ (docs/ARCHITECTURE.md draws them):
 #   source:  HttpSource (Range resume), wrapped by GzipSource (a ".gz" URL, or a response with
 #            Content-Encoding: gzip) -- so what follows always sees plain image bytes;
-#   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256;
+#   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256,
+#            ImageCheck (the image's checksum byte and appended SHA-256);
 #   writer:  FlashWriter (lazy 64 KiB / 4 KiB erase, program once, read-back, scrub);
 #   commit:  image length, set_boot.
 # A new capability (a signature check, a delta source) is one more stage here.
@@ -34,6 +35,7 @@ from firmware.update.errors import (E_DOWNLOAD, E_FLASH, E_INTEGRITY, E_VERSION,
                                     UpdateError, short)
 from firmware.update.flash_writer import BLOCK, FlashWriter
 from firmware.update.http_source import HttpSource
+from firmware.update.image_check import ImageCheck
 from firmware.update.pipeline import PROGRESS_MS, Pipeline  # noqa: F401
 
 RESUME_KEY = resume_mod.KEY
@@ -134,7 +136,7 @@ class _Update:
         gz = self.gz_url
         # The stored file's digests: on the wire bytes for a .gz file, else on the image.
         md5 = checks.Digest("md5", None if gz else self.md5)  # also what the read-back matches
-        image = [md5]
+        image = [md5, ImageCheck()]  # the image's own checksum and appended SHA-256
         taps = []
         if self.sha256:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
