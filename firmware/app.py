@@ -22,7 +22,7 @@ import os
 import sys
 
 from firmware import activation, install_record, log, mqtt_config, ota_check, retry, status
-from firmware import sysinfo, tls_config, watchdog
+from firmware import refused_offers, sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -276,6 +276,14 @@ class App:
         except ImportError:
             _log.warning("update %s offered but this build has no update engine", to_v)
             return False
+        oid = refused_offers.offer_id(offer.get("url"), offer.get("version"), offer.get("size"),
+                                      offer.get("md5"), offer.get("sha256"))
+        no = refused_offers.blocked(self.board, oid, offer.get("force"))
+        if no:  # the same image failed before: not downloaded and written again yet
+            why = no[0]
+            _log.info("%s", why)
+            self.display.show_failure(why, "keeping %s" % self.running_version)
+            return False
         _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
         self.display.show_updating(0, None, self.running_version, to_v)
         progress = _Progress(self.display, self.running_version, to_v)
@@ -284,9 +292,11 @@ class App:
                                     progress=progress, tls=self.tls())
         except updater.UpdateError as e:
             _log.error("update to %s failed: %s", to_v, e.reason)
+            refused_offers.refused(self.board, oid, to_v, e.code, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
             return False
         install_record.note_installed(self.board, offer)
+        refused_offers.forget(self.board)
         _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
         self.display.show_success("Updated to %s, restarting" % to_v)
         self.board.reboot()
