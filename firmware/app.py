@@ -271,11 +271,6 @@ class App:
         """Download and install an offer dict (ota_check's Result.offer); reboot on success.
         Returns only on failure (logged and shown)."""
         to_v = offer.get("version") or "?"
-        try:
-            from firmware import updater
-        except ImportError:
-            _log.warning("update %s offered but this build has no update engine", to_v)
-            return False
         oid = refused_offers.offer_id(offer.get("url"), offer.get("version"), offer.get("size"),
                                       offer.get("md5"), offer.get("sha256"))
         no = refused_offers.blocked(self.board, oid, offer.get("force"))
@@ -283,6 +278,15 @@ class App:
             why = no[0]
             _log.info("%s", why)
             self.display.show_failure(why, "keeping %s" % self.running_version)
+            return False
+        try:
+            from firmware import updater
+        except ImportError:
+            _log.warning("update %s offered but this build has no update engine", to_v)
+            return False
+        except MemoryError:  # the engine does not fit the heap left: keep running, say why
+            _log.error("update to %s failed: out of memory loading the update engine", to_v)
+            self.display.show_failure("update failed: out of memory", "keeping %s" % self.running_version)
             return False
         _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
         self.display.show_updating(0, None, self.running_version, to_v)
