@@ -125,14 +125,11 @@ def check_header(buf, chip_id=CHIP_ESP32S3, chip_rev=None):
 
 
 def _reader(partition):
-    """Return read(offset, buf) for any byte offset, whatever the partition's block size."""
-    try:
-        bs = partition.ioctl(5, 0) or 4096
-    except (AttributeError, OSError):
-        bs = 4096
-
+    """Return read(offset, buf) for any byte offset, whatever the partition's block size: the
+    port reads at n * block_size + offset (esp32_partition.c:200-205), so block 0 plus a byte
+    offset is right for every block size -- also the 0 a uint16 makes of 65536."""
     def read(off, buf):
-        partition.readblocks(off // bs, buf, off % bs)
+        partition.readblocks(0, buf, off)
     return read
 
 

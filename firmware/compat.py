@@ -19,10 +19,13 @@ CERT_REQUIRED = getattr(_ssl, "CERT_REQUIRED", 2)
 
 
 def wrap_socket(sock, server_hostname=None, cadata=None, cert_reqs=None, key=None, cert=None,
-                **kw):
-    """ussl.wrap_socket: a TLS client socket. With `cadata` the server certificate must chain to
-    it (and match server_hostname); without it, `cert_reqs` decides (default: no verification,
-    the old ussl behaviour -- callers that care pass a CA)."""
+                context=None, **kw):
+    """ussl.wrap_socket: a TLS client socket. With `context` (an ssl.SSLContext, see
+    mqtt_transport.use_tls) that context wraps it; with `cadata` the server certificate must
+    chain to it (and match server_hostname); without either, `cert_reqs` decides (default: no
+    verification, the old ussl behaviour -- callers that care pass a CA)."""
+    if context is not None:
+        return context.wrap_socket(sock, server_hostname=server_hostname)
     if _ssl is None:
         raise OSError("TLS not available in this build")
     ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)

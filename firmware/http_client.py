@@ -24,7 +24,13 @@ except ImportError:  # used standalone
 MAX_LINE = 1024         # longest status/header/chunk-size line accepted
 MAX_HEADERS = 48        # header (and trailer) lines per response
 REDIRECT_CODES = (301, 302, 303, 307, 308)
-_TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN, 110, 11)
+# Socket timeouts: ETIMEDOUT is 110 on Linux and 116 on the esp32 port (newlib errno,
+# MICROPY_USE_INTERNAL_ERRNO 0 in ports/esp32/mpconfigport.h:71; modsocket.c:668 reports a
+# timed-out read as MP_ETIMEDOUT); EAGAIN 11. Through TLS the same errno arrives negated:
+# extmod/modtls_mbedtls.c _mbedtls_ssl_recv returns -err and socket_read (line 786) hands
+# mbedtls' code on unchanged, so a TLS read timeout is OSError(-116) on the board, -110 here.
+_TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN, 110, 116, 11,
+                   -errno.ETIMEDOUT, -110, -116)
 
 _NONE = 0      # no body (HEAD, 204, 304) or body fully read
 _LENGTH = 1    # Content-Length framing

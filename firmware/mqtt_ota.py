@@ -14,7 +14,7 @@
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import time
 
-from firmware import ithings, log, mqtt_config
+from firmware import ithings, log, mqtt_config, tls_config
 from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
@@ -62,15 +62,10 @@ class Settings:
         self.confirm_by = config.get("confirm_by", "ota_check")
         self.allow_downgrade = cfg.get("allow_downgrade") is True  # push_guard.py
 
-    def ssl_params(self):
-        p = {"server_hostname": self.host}
-        if self.verify:
-            if not self.ca:
-                raise ValueError("TLS verification on but no CA (tls.ca_file) configured")
-            p["cadata"] = self.ca
-        else:
+    def ssl_context(self):
+        if not self.verify:
             _log.warning("MQTT TLS certificate verification is OFF (tls.verify=false)")
-        return p
+        return tls_config.client_context(self.ca, self.verify)
 
     def http_tls(self):
         return {"verify": self.verify, "ca": self.ca}

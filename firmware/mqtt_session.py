@@ -12,9 +12,10 @@ import os
 import time
 
 from firmware import compat  # noqa: F401 -- registers `ussl` for umqtt.simple's TLS
-from firmware import log
+from firmware import lib_first, log, mqtt_transport
 from firmware.mqtt_transport import Net, TimeoutSocket
-from umqtt import simple as _umqtt
+
+_umqtt = lib_first.load("umqtt.simple")  # lib/'s pinned copy, not the board's frozen one
 
 _log = log.get("mqtt")
 
@@ -78,7 +79,7 @@ def _mark_packets(client):
 
 
 class Session:
-    """cfg: host, port, tls, ssl_params(), client_id, username, password, keepalive,
+    """cfg: host, port, tls, ssl_context(), client_id, username, password, keepalive,
     reconnect_max_ms; `subscriptions`: topics (QoS 1). on_connect() runs after every
     (re)subscription, before the queue is flushed; handler(topic, msg) gets each message."""
 
@@ -106,15 +107,17 @@ class Session:
         c = self.cfg
         _log.info("connecting to %s:%d as %s%s", c.host, c.port, c.client_id,
                   " (TLS)" if c.tls else "")
+        ctx = c.ssl_context() if c.tls else None  # no ssl_params: umqtt 1.4.0 has none
         client = _umqtt.MQTTClient(c.client_id.encode(), c.host, c.port,
                                    user=c.username.encode() if c.username else None,
                                    password=(c.password or "").encode() if c.username else None,
-                                   keepalive=c.keepalive, ssl=c.tls,
-                                   ssl_params=c.ssl_params() if c.tls else {})
+                                   keepalive=c.keepalive, ssl=ctx)
+        if ctx is not None:
+            mqtt_transport.use_tls(client, ctx)
         client.set_callback(self._on_message)
         _mark_packets(client)
         try:
-            client.connect(clean_session=True)
+            mqtt_transport.connect(client, IO_TIMEOUT_MS)
             self.sock = TimeoutSocket(client.sock, IO_TIMEOUT_MS)
             client.sock = self.sock
             self.client = client

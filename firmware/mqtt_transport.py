@@ -9,6 +9,39 @@ import time
 
 from firmware import watchdog
 
+# The umqtt.simple a board imports is the *frozen* one: the esp32 port's sys.path is
+# ['', '.frozen', '/lib'] (ports/esp32/main.c appends /lib after the frozen entry) and
+# ports/esp32/boards/manifest.py freezes require("umqtt.simple") -- 1.4.0 in MicroPython v1.24,
+# 1.6.0 in v1.25-v1.26, 1.7.0 in v1.27-v1.28 -- while the unix port here runs lib/'s pinned
+# 1.3.4. use_tls() and connect() work the same with every one of them:
+#   1.3.4   connect(clean_session); TLS via ussl.wrap_socket(sock, **client.ssl_params)
+#   1.4.0   __init__(..., ssl=None) has no ssl_params; connect(clean_session);
+#           TLS via client.ssl.wrap_socket(sock, server_hostname=client.server)
+#   1.6/1.7 __init__(..., ssl=None, ssl_params={}); connect(clean_session, timeout=None) calls
+#           sock.settimeout(timeout); ssl=True means the legacy ssl.wrap_socket(sock,
+#           **ssl_params), which drops cert_reqs/cadata, i.e. no certificate check; any other
+#           truthy ssl is used as ssl.wrap_socket(sock, server_hostname=client.server).
+
+
+def use_tls(client, ctx):
+    """Make `client` (any umqtt.simple, constructed with ssl=ctx and no ssl_params) verify the
+    broker with the SSLContext `ctx`: 1.4+ call ctx.wrap_socket themselves; for 1.3.4 the
+    ssl_params attribute hands ctx to firmware/compat.py's ussl.wrap_socket."""
+    client.ssl = ctx
+    client.ssl_params = {"context": ctx, "server_hostname": client.server}
+
+
+def connect(client, timeout_ms):
+    """client.connect() that cannot hang: 1.6+ take a timeout (and would otherwise reset the
+    socket to blocking with settimeout(None)); 1.3.4 and 1.4.0 have no such argument and keep
+    the timeout Net's socket() set."""
+    try:
+        return client.connect(clean_session=True, timeout=timeout_ms / 1000)
+    except TypeError:
+        if client.sock is not None:  # raised inside connect, not by the call itself
+            raise
+    return client.connect(clean_session=True)
+
 
 class Net:
     """What umqtt.simple calls `socket`: sockets that time out instead of blocking forever while

@@ -32,12 +32,20 @@ class Entry:
         self.state = state
         self.crc = crc_value
 
-    def valid(self):
-        """Readable and not blank (ESP-IDF bootloader_common_ota_select_valid)."""
-        return self.seq != 0xFFFFFFFF and self.crc == crc(self.seq)
+    def invalid(self):
+        """ESP-IDF bootloader_common_ota_select_invalid (bootloader_common_loader.c): blank, or
+        marked invalid/aborted. No CRC check here."""
+        return self.seq == 0xFFFFFFFF or self.state == INVALID or self.state == ABORTED
 
-    def bootable(self):
-        return self.valid() and self.state not in (INVALID, ABORTED)
+    def valid(self):
+        """ESP-IDF bootloader_common_ota_select_valid: not invalid and the CRC matches. Both the
+        bootloader and esp_ota_ops pick the active entry among these."""
+        return not self.invalid() and self.crc == crc(self.seq)
+
+    def initial(self):
+        """Blank or CRC-damaged, the bootloader's test for "otadata in initial state"
+        (bootloader_utility.c, bootloader_utility_get_selected_boot_partition)."""
+        return self.seq == 0xFFFFFFFF or self.crc != crc(self.seq)
 
 
 class OtaData:
@@ -62,15 +70,16 @@ class OtaData:
         self.flash.erase(addr, SECTOR)
         self.flash.program(addr, struct.pack(_FMT, seq, b"\xff" * 20, state, crc(seq)))
 
-    def active(self, bootable_only=False):
-        """Index (0/1) of the entry in force, or -1 when neither is valid."""
-        entries = self.entries()
-        best = -1
-        for i, e in enumerate(entries):
-            ok = e.bootable() if bootable_only else e.valid()
-            if ok and (best < 0 or e.seq > entries[best].seq):
-                best = i
-        return best
+    def active(self):
+        """Index (0/1) of the entry in force, or -1 when neither is valid
+        (bootloader_common_get_active_otadata -> bootloader_common_select_otadata, max seq;
+        on equal seqs entry 0 wins)."""
+        e = self.entries()
+        v0 = e[0].valid()
+        v1 = e[1].valid()
+        if v0 and v1:
+            return 0 if e[0].seq >= e[1].seq else 1
+        return 0 if v0 else (1 if v1 else -1)
 
     def set_boot(self, slot, slot_count, state=NEW):
         """esp_ota_set_boot_partition -> esp_rewrite_ota_data (esp_ota_ops.c lines 778-811): an
@@ -78,7 +87,7 @@ class OtaData:
         CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE (set_new_state_otadata). The entry in force is
         the newest one neither INVALID nor ABORTED (bootloader_common_get_active_otadata)."""
         entries = self.entries()
-        act = self.active(bootable_only=True)
+        act = self.active()
         if act < 0:
             self.write(0, slot + 1, state)
             return
@@ -94,7 +103,7 @@ class OtaData:
     def running_state(self, slot_count, running_slot):
         """State name of the entry in force when it selects `running_slot`, else "none" (the
         bootloader started the slot without otadata choosing it, e.g. blank otadata)."""
-        act = self.active(bootable_only=True)
+        act = self.active()
         if act < 0:
             return "none"
         e = self.entries()[act]

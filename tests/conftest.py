@@ -17,7 +17,8 @@ if TOOLS not in sys.path:
 def mpy_env(extra=None):
     """Environment for a micropython process: our package and the fetched lib/ on its path."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([ROOT, os.path.join(ROOT, "lib"), ".frozen"])
+    # The board's order: '' (the firmware), '.frozen', '/lib' (ports/esp32/main.c:144).
+    env["MICROPYPATH"] = ":".join([ROOT, ".frozen", os.path.join(ROOT, "lib")])
     if extra:
         env.update(extra)
     return env

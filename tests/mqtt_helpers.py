@@ -74,12 +74,25 @@ def platforms():
         p.stop()
 
 
+FROZEN_UMQTT = os.path.join(ROOT, "build", "frozen-umqtt")
+
+
+def umqtt_env(umqtt_dir=None):
+    """The device's environment; with umqtt_dir, that umqtt.simple is imported instead of lib/'s."""
+    if not umqtt_dir:
+        return mpy_env()
+    env = mpy_env()
+    env["MICROPYPATH"] = ":".join([ROOT, umqtt_dir] + env["MICROPYPATH"].split(":")[1:])
+    return env
+
+
 class Device:
     """A simulated board (device root) booted as micropython processes."""
 
-    def __init__(self, root, broker, product, ota, mac=MAC, **mqtt):
+    def __init__(self, root, broker, product, ota, mac=MAC, umqtt_dir=None, **mqtt):
         self.root = str(root)
         self.boots = 0
+        self.umqtt_dir = umqtt_dir  # another umqtt.simple ahead of lib/ (a board's frozen one)
         cfg = {"mqtt": {"host": broker.host, "port": broker.port, "product_id": product,
                         "download_jitter_ms": 0, "keepalive": 30,
                         "http_base": ota.url if ota is not None else None},
@@ -100,7 +113,7 @@ class Device:
         self.boots += 1
         log = open(os.path.join(self.root, "boot-%d.log" % self.boots), "w")
         proc = subprocess.Popen([MICROPYTHON, DRIVER, str(duration_ms)], cwd=self.root,
-                                env=mpy_env(), stdout=log, stderr=subprocess.STDOUT)
+                                env=umqtt_env(self.umqtt_dir), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         proc.log_path = log.name
         return proc

@@ -350,7 +350,7 @@ def test_board_definition_builds_an_ota_layout():
     assert os.path.realpath(os.path.join(BOARD_DIR, csv_ref)) == os.path.realpath(
         os.path.join(ROOT, "tools", "board", "partitions-esp-box-3-ota.csv"))
     defaults = re.search(r"set\(SDKCONFIG_DEFAULTS(.*?)\)", cmake, re.S).group(1).split()
-    for name in ("boards/sdkconfig.base", "boards/sdkconfig.usb", "boards/sdkconfig.240mhz",
+    for name in ("boards/sdkconfig.base", "${ESP_BOX_3_SDKCONFIG_USB}", "boards/sdkconfig.240mhz",
                  "boards/sdkconfig.spiram_sx", "boards/sdkconfig.spiram_oct", "${MICROPY_BOARD_DIR}/sdkconfig.board"):
         assert name in defaults, name
     # later files override earlier ones: the board's own settings come after the port's
@@ -452,3 +452,39 @@ def test_mpremote_interrupts_a_main_py_that_runs_forever(tmp_path):
         out = run(MPREMOTE + ["connect", b.port, "exec", "print('interrupted', 6 * 7)"], timeout=30)
         assert out.strip() == "interrupted 42"
         assert b"KeyboardInterrupt" in b.output  # Ctrl-C reached main.py as on a board
+
+
+# The sdkconfig fragments of ports/esp32/boards/ each release has (git ls-tree of micropython
+# v1.26.1 and v1.28.0): sdkconfig.usb was deleted before v1.27.0.
+PORT_FRAGMENTS = {
+    "v1.26.1": ["base", "usb", "ble", "240mhz", "spiram_sx", "spiram_oct"],
+    "v1.28.0": ["base", "ble", "240mhz", "spiram_sx", "spiram_oct"],
+}
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+@pytest.mark.parametrize("release", sorted(PORT_FRAGMENTS))
+def test_board_cmake_reads_only_fragments_the_release_has(tmp_path, release):
+    """Run mpconfigboard.cmake as the port's CMakeLists.txt does (include it from the port
+    folder, then file(READ) every SDKCONFIG_DEFAULTS entry, which fails on a missing file)."""
+    port = tmp_path / "esp32"
+    (port / "boards").mkdir(parents=True)
+    for name in PORT_FRAGMENTS[release]:
+        (port / "boards" / ("sdkconfig." + name)).write_text("# %s\n" % name)
+    build = tmp_path / "build"
+    build.mkdir()
+    script = tmp_path / "port.cmake"
+    script.write_text(
+        'set(MICROPY_BOARD_DIR "%s")\n'
+        'set(CMAKE_BINARY_DIR "%s")\n'
+        'set(ESP_BOX_3_APP_VERSION 1.0.0)\n'
+        'include(${MICROPY_BOARD_DIR}/mpconfigboard.cmake)\n'
+        'foreach(F ${SDKCONFIG_DEFAULTS})\n'
+        '    file(READ ${F} C)\n'
+        '    message(STATUS "read ${F}")\n'
+        'endforeach()\n' % (BOARD_DIR, build))
+    p = subprocess.run(["cmake", "-P", str(script)], cwd=str(port), capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    read = [line.split("read ", 1)[1] for line in (p.stdout + p.stderr).splitlines() if "read " in line]
+    assert ("boards/sdkconfig.usb" in read) == ("usb" in PORT_FRAGMENTS[release])
+    assert read[-1].endswith("sdkconfig.esp_box_3_ota") and "boards/sdkconfig.spiram_oct" in read

@@ -184,7 +184,7 @@ def test_init_sequence_matches_controller_documentation():
         (0xE0, "000308061309393948020a081717" + "0f"),
         (0xE1, "002829010d033f3352040f0e3738" + "0f"),
         (0xB1, "001b"), (0xB7, "06"),
-        (0x36, "c0"),                             # MADCTL: MY|MX (mirrored both axes), RGB order
+        (0x36, "c8"),                             # MADCTL: MY|MX (mirrored both axes) + BGR order
         (0x3A, "55"),                             # COLMOD: 16 bit/pixel
         (0x11, ""),                               # Sleep Out
         (0x29, ""),                               # Display On
@@ -293,9 +293,12 @@ p.sleep_ms(10)
 cmd(0x36, b"\\x00"); cmd(0x2A, b"\\x00\\x00\\x00\\x00"); cmd(0x2B, b"\\x00\\x00\\x00\\x00")
 cmd(0x2C, b"\\xf8\\x00")
 res["corner"] = [p.pixel(319, 239), p.pixel(0, 0)]
-cmd(0x36, b"\\xc8")                        # MY|MX|BGR: identity position, red/blue swapped
+cmd(0x36, b"\\xc0")                        # MY|MX, RGB order on this BGR glass: red shows blue
 cmd(0x2C, b"\\xf8\\x00")
 res["bgr"] = p.pixel(0, 0)
+cmd(0x36, b"\\xc8")                        # MY|MX|BGR, as esp-bsp sets it: red is red
+cmd(0x2C, b"\\xf8\\x00")
+res["rgb_ok"] = p.pixel(0, 0)
 # Reset held active (high on this board): the controller ignores the bus.
 p.rst.value(1); cmd(0x29)
 res["reset"] = [list(p.errors), p.in_reset]
@@ -307,8 +310,9 @@ print(json.dumps(res))
     assert "overflows" in out["overflow"][0]
     assert "CS deasserted" in out["cs"][0]
     assert "5 ms after Sleep Out" in out["slpout"][0]
-    assert out["corner"] == [0xF800, 0]
+    assert out["corner"] == [0x001F, 0]      # MADCTL 0 (RGB order) on the BGR glass: blue
     assert out["bgr"] == 0x001F
+    assert out["rgb_ok"] == 0xF800
     assert out["reset"][1] and "reset" in out["reset"][0][0]
 
 
@@ -584,3 +588,20 @@ print(json.dumps([d.shots, dark]))
     assert px(decode_png(shots[1]), 0, 0) == rgb888(consts["BLUE"])     # idle header, lit
     img = decode_png(dark)
     assert all(px(img, x, y) == (0, 0, 0) for x in range(0, W, 7) for y in range(0, H, 7))
+
+
+def test_red_rectangle_renders_red(tmp_path):
+    """The board's driver settings (MADCTL 0xC8: mirrored, BGR order) on the simulated BGR glass:
+    a red RGB565 rectangle must come out red in the screenshot, not blue."""
+    path = str(tmp_path / "red.png")
+    mpy("""
+from firmware.display import sim_panel
+lcd = sim_panel.make_lcd()
+red = bytearray(b"\\xf8\\x00" * (40 * 20))
+lcd.blit(10, 30, 40, 20, red)
+lcd.panel.save_png(%r)
+print("null")
+""" % path)
+    img = decode_png(path)
+    assert px(img, 29, 39) == (255, 0, 0)        # inside the rectangle: red
+    assert px(img, 5, 5) == (0, 0, 0)            # outside: the black clear

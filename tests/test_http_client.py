@@ -636,3 +636,33 @@ out(res)
 """)
     assert res == [["credentials in URL not supported", True], ["unsupported URL scheme", True],
                    ["bad URL port", True], ["bad URL", True]]
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_stalled_tls_server_times_out(serve, tls_material, where):
+    # The unix port's timed-out socket read is EAGAIN, which mbedtls turns into WANT_READ (no
+    # data, readinto -> None). The esp32 port reports ETIMEDOUT instead (modsocket.c:668), which
+    # comes back negated as OSError(-116): the unit test below covers that.
+    if where == "headers":
+        reply = Reply(200, BLOB, stall_after=20, count_from="start")
+    else:
+        reply = Reply(200, BLOB, stall_after=100)
+    port, _ = serve(lambda req: reply, tls=tls_material["ctx"])
+    res = run("""
+t = time.ticks_ms()
+def go():
+    r = h.request("GET", "https://localhost:%d/x", timeout_ms=600, tls={"verify": True, "ca": %r})
+    body(r, 64)
+e = err(go)
+out({"err": e, "ms": time.ticks_diff(time.ticks_ms(), t)})
+""" % (port, tls_material["ca"]))
+    assert res["err"][0] == "Timeout", res
+    assert 500 <= res["ms"] < 2500, res
+
+
+def test_esp32_timeout_errnos_are_timeouts():
+    # esp32: ETIMEDOUT 116 (newlib), plain and negated through TLS; Linux: 110; EAGAIN 11.
+    res = run("""
+out([type(h._io_error(OSError(n), "read")).__name__ for n in (-110, -116, 110, 116, 11, 104, -0x7880)])
+""")
+    assert res == ["Timeout"] * 5 + ["HttpError", "HttpError"]

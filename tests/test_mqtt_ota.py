@@ -16,10 +16,10 @@ import pytest
 import broker as brokers
 import build_image
 import push
-from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json
-from mqtt_helpers import (DEV, DRIVER, FAIL_STEPS, REBOOT, Device, amqtt,  # noqa: F401
-                          blank, broker, firmware_requests, ota, platforms, product,
-                          push_file, steps, wait_log)
+from conftest import MICROPYTHON, ROOT, mpy_env, mpy_json, run_mpy
+from mqtt_helpers import (DEV, DRIVER, FAIL_STEPS, FROZEN_UMQTT, REBOOT, Device,  # noqa: F401
+                          amqtt, blank, broker, firmware_requests, ota, platforms, product,
+                          push_file, steps, umqtt_env, wait_log)
 
 
 # ---- full update ---------------------------------------------------------------------------------
@@ -166,12 +166,35 @@ def test_unconfirmed_image_rolls_back_and_reports(amqtt, ota, product, platforms
     assert "mqtt_ota_pending" not in dev.settings()
 
 
-def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path):
+# lib/'s pinned 1.3.4, and what MicroPython v1.24 / v1.25-26 / v1.27-28 freeze into the esp32
+# firmware (the copy a board really imports), fetched by tools/fetch_deps.py (lib/lock.json).
+UMQTT_VERSIONS = ["1.3.4", "1.4.0", "1.6.0", "1.7.0"]
+
+
+def _umqtt_dir(version):
+    if version == "1.3.4":
+        return None
+    d = os.path.join(FROZEN_UMQTT, version)
+    if not os.path.isfile(os.path.join(d, "umqtt", "simple.py")):
+        pytest.skip("umqtt.simple %s not fetched: run tools/fetch_deps.py with MICROPYTHON_LIB "
+                    "set to a micropython-lib checkout" % version)
+    return d
+
+
+@pytest.mark.parametrize("umqtt", UMQTT_VERSIONS)
+def test_tls_with_ca_verification(broker, ota, product, platforms, tmp_path, umqtt):
+    umqtt_dir = _umqtt_dir(umqtt)
+    # the version under test is the one the device imports
+    where = run_mpy("from firmware import lib_first; print(lib_first.load('umqtt.simple').__file__)",
+                    env=None if umqtt_dir is None
+                    else {"MICROPYPATH": umqtt_env(umqtt_dir)["MICROPYPATH"]}).stdout
+    assert (umqtt_dir or os.path.join(ROOT, "lib")) in where, where
     tls = brokers.make_tls_files(str(tmp_path))
     with brokers.Broker(broker.kind, tls={"cert": tls["cert"], "key": tls["key"]}) as b:
         plat = platforms(b, product)
         root = tmp_path / "dev"
-        dev = Device(root, b, product, ota, port=b.tls["port"], tls=True, ca_file=tls["ca"])
+        dev = Device(root, b, product, ota, port=b.tls["port"], tls=True, ca_file=tls["ca"],
+                     umqtt_dir=umqtt_dir)
         rc, log = dev.run(2000)
         assert "(TLS)" in log and "connected; subscribed" in log, log
         assert plat.wait_report(DEV, timeout=5)

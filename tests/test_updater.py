@@ -156,7 +156,8 @@ def boot(root):
 
 
 def assert_old_boots(root):
-    assert boot(root) == ["ota_0", "1.0.0", "none"]
+    # "valid": the first boot wrote otadata[0] = {seq 1, VALID} for ota_0, as the bootloader does
+    assert boot(root) == ["ota_0", "1.0.0", "valid"]
 
 
 def flash_at(root, addr, n):
@@ -185,7 +186,27 @@ def test_update_then_reboot_runs_new_image_pending_verify(root, server):
     assert flash_at(root, OTA1, SIZE) == data
     assert r["progress"][-1][:2] == [SIZE, SIZE] and r["resume"] is None
     assert boot(root) == ["ota_1", NEW, "pending-verify"]
-    assert boot(root) == ["ota_0", "1.0.0", "none"]  # never confirmed -> rolled back
+    assert boot(root) == ["ota_0", "1.0.0", "valid"]  # never confirmed -> rolled back to ota_0's entry
+
+
+def test_second_and_third_update_into_slots_holding_old_images(root, server):
+    """Every update after the first goes into a slot that holds an older image. The port's
+    Partition(label, 65536) has block size 0 (uint16) and its ioctl(6) erases nothing, so an
+    engine that relied on it would program over old data and fail its read-back on a board."""
+    confirm = BOOT.replace("print(", "b.Partition.mark_app_valid_cancel_rollback()\nprint(")
+    running = "1.0.0"
+    erases = []
+    for version, size, slot in (("1.1.0", SIZE, "ota_1"), ("1.2.0", SIZE + 70000, "ota_0"),
+                                ("1.3.0", SIZE - 5000, "ota_1")):
+        data = image(version, size=size)
+        r = install(root, offer_for(server, data, path="/%s.bin" % version, version=version),
+                    running=running)
+        assert r["ok"] and r["label"] == slot, (version, r)
+        assert r["counters"]["conflicts"] == 0, r      # nothing programmed over unerased data
+        assert mpy_json(confirm, cwd=root) == [slot, version, "valid"]
+        erases.append([r["counters"]["erase_64k"], r["counters"]["erase_4k"] - 1])  # - otadata
+        running = version
+    assert erases == [list(minimal_erases(n)) for n in (SIZE, SIZE + 70000, SIZE - 5000)]
 
 
 def test_resume_after_drop_uses_range_and_does_not_refetch(root, server):

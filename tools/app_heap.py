@@ -97,8 +97,11 @@ class AppHeap:
             path = ":".join([self.mpy_dir, ROOT, os.path.join(ROOT, "lib")])
             env = dict(os.environ, MICROPYPATH=path, FW_RUN_UNTIL="listen",
                        APP_HEAP=json.dumps({"free_kib": free_kib, "modules": self.modules}))
-            p = subprocess.run([MICROPYTHON, "-X", "heapsize=%dK" % heapsize_kib, "-c", DRIVER],
-                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+            try:
+                p = subprocess.run([MICROPYTHON, "-X", "heapsize=%dK" % heapsize_kib, "-c", DRIVER],
+                                   cwd=root, env=env, capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired as e:  # e.g. a MemoryError each try: the app retries
+                return False, None, str(e.stdout or "")[-2000:]
             log = p.stdout + p.stderr
             try:
                 res = json.loads(p.stdout.strip().splitlines()[-1])

@@ -80,7 +80,8 @@ class Device:
         return self
 
     def _loop(self):
-        env = dict(os.environ, MICROPYPATH=":".join([ROOT, os.path.join(ROOT, "lib"), ".frozen"]))
+        # the board's order: firmware, frozen modules, /lib (ports/esp32/main.c:144)
+        env = dict(os.environ, MICROPYPATH=":".join([ROOT, ".frozen", os.path.join(ROOT, "lib")]))
         while True:
             with self.lock:  # stop() must never miss a process started just after it looked
                 if self.stopping:

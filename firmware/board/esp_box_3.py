@@ -3,7 +3,7 @@
 
 NAME = "esp-box-3"
 
-# LCD: 2.4" 320x240, ILI9342C-class controller, 16-bit RGB565, RGB element order.
+# LCD: 2.4" 320x240, ILI9342C-class controller, 16-bit RGB565, BGR element order.
 LCD_WIDTH = 320
 LCD_HEIGHT = 240
 LCD_SPI_HOST = 3          # the ESP-IDF host: SPI3_HOST
@@ -20,7 +20,10 @@ LCD_BACKLIGHT = 47
 LCD_BACKLIGHT_ON = 1      # active-high
 LCD_MIRROR_X = True       # the glass is mounted so both axes are mirrored
 LCD_MIRROR_Y = True
-LCD_BGR = False           # RGB element order
+# BGR element order: esp-bsp bsp/esp-box-3/include/bsp/display.h:35 BSP_LCD_COLOR_SPACE is
+# LCD_RGB_ELEMENT_ORDER_BGR; esp_lcd_ili9341.c:95-96 turns it into MADCTL bit 3, which with
+# esp_lcd_panel_mirror(panel, true, true) (esp-box-3.c:613) makes MADCTL 0xC8.
+LCD_BGR = True
 
 # Panel tuning written after the controller's extended command set is unlocked (0xC8):
 # (command, parameters). Power control 1/2, VCOM, inversion control, gamma, frame rate, entry mode.

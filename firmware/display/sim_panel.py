@@ -12,6 +12,12 @@ LOG_LIMIT = 256
 ERROR_LIMIT = 100
 _EXTENDED_MIN = 0xB0       # level 2 commands (B0..FF) need the EXTC unlock, except EXTC itself
 _READ_CMDS = (0xD3, 0xDA, 0xDB, 0xDC)
+# The glass's colour filter runs B-G-R (esp-bsp drives this panel with LCD_RGB_ELEMENT_ORDER_BGR,
+# bsp/esp-box-3/include/bsp/display.h:35). MADCTL bit 3 tells the controller the filter order
+# (ILI9341/ILI9342 datasheets, MADCTL: "0 = RGB color filter panel, 1 = BGR"): when it does not
+# match the glass, red lands on blue sub-pixels. A fact of the glass, kept apart from the
+# driver's LCD_BGR setting on purpose, so a wrong setting shows in the screenshots.
+GLASS_BGR = True
 
 
 class SimPin:
@@ -46,13 +52,14 @@ class SimSPI:
 class SimPanel:
     def __init__(self, width=hw.LCD_WIDTH, height=hw.LCD_HEIGHT, rst_active=hw.LCD_RST_ACTIVE,
                  bl_on=hw.LCD_BACKLIGHT_ON, mount_mirror_x=hw.LCD_MIRROR_X,
-                 mount_mirror_y=hw.LCD_MIRROR_Y):
+                 mount_mirror_y=hw.LCD_MIRROR_Y, glass_bgr=GLASS_BGR):
         self.width = width
         self.height = height
         self.rst_active = rst_active
         self.bl_on = bl_on
         self.mount_mirror_x = mount_mirror_x
         self.mount_mirror_y = mount_mirror_y
+        self.glass_bgr = glass_bgr
         self.gram = bytearray(width * height * 2)   # as seen by a viewer, big-endian RGB565
         self.log = []          # ("rst"|"bl", level) ("cmd", code, params) ("ramwr", nbytes) ("wait", ms)
         self.log_dropped = 0
@@ -251,7 +258,7 @@ class SimPanel:
         my = bool(self.madctl & C.MADCTL_MY) != bool(self.mount_mirror_y)
         vy = (self.height - 1 - r) if my else r
         g = self.gram
-        bgr = self.madctl & C.MADCTL_BGR
+        bgr = bool(self.madctl & C.MADCTL_BGR) != bool(self.glass_bgr)  # red/blue swapped
         if not mx and not bgr:
             d = (vy * W + c0) * 2
             g[d:d + 2 * k] = src[i:i + 2 * k]
@@ -262,7 +269,7 @@ class SimPanel:
                 d = (vy * W + vx) * 2
                 hi = src[i + 2 * j]
                 lo = src[i + 2 * j + 1]
-                if bgr:   # the panel swaps red and blue
+                if bgr:   # filter order mismatch: red and blue swap
                     v = (hi << 8) | lo
                     v = ((v & 0x1F) << 11) | (v & 0x07E0) | (v >> 11)
                     hi = v >> 8

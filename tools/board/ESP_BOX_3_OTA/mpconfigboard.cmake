@@ -18,10 +18,18 @@ file(WRITE ${CMAKE_BINARY_DIR}/sdkconfig.esp_box_3_ota
     "CONFIG_PARTITION_TABLE_CUSTOM_FILENAME=\"${ESP_BOX_3_PARTITION_CSV}\"\n"
     "CONFIG_APP_PROJECT_VER=\"${ESP_BOX_3_APP_VERSION}\"\n")
 
+# boards/sdkconfig.usb (TinyUSB) exists up to v1.26 and was deleted before v1.27.0 (commit
+# "esp32: Remove dependency on esp_tinyusb"); the port's CMakeLists.txt file(READ)s every
+# defaults file and fails on a missing one, so use it only where the release has it.
+set(ESP_BOX_3_SDKCONFIG_USB)
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/boards/sdkconfig.usb)
+    set(ESP_BOX_3_SDKCONFIG_USB boards/sdkconfig.usb)
+endif()
+
 set(SDKCONFIG_DEFAULTS
     boards/sdkconfig.base
     ${SDKCONFIG_IDF_VERSION_SPECIFIC}
-    boards/sdkconfig.usb
+    ${ESP_BOX_3_SDKCONFIG_USB}
     boards/sdkconfig.ble
     boards/sdkconfig.240mhz
     boards/sdkconfig.spiram_sx
