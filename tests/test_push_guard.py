@@ -6,12 +6,15 @@ import hashlib
 import json
 import time
 
+import pytest
+
 import build_image
 import push
 from conftest import mpy_json
 from mqtt_helpers import (DEV, FAIL_STEPS, REBOOT, Device, amqtt, broker,  # noqa: F401
                           firmware_requests, ota, platforms, product, steps, wait_log)
 from test_ithings_ota import PRELUDE
+from test_mqtt_ota import UMQTT_VERSIONS, _umqtt_dir
 
 
 def run(code):
@@ -138,3 +141,32 @@ def test_sign_method_sha256_is_verified(amqtt, ota, product, platforms, tmp_path
     rc, log = dev.finish(proc)
     assert rc == REBOOT and "installed 1.1.0" in log, log
     assert not set(steps(plat, DEV, good)) & set(FAIL_STEPS)
+
+
+@pytest.mark.parametrize("umqtt", UMQTT_VERSIONS)
+def test_the_retain_flag_is_read_with_every_umqtt_version(amqtt, ota, product, platforms,  # noqa: F811
+                                                          tmp_path, umqtt):
+    """lib/'s 1.3.4 and the versions boards freeze: none hands the flag to its callback, the
+    session reads it. A retained, forced downgrade is refused; the same push live installs."""
+    dev = Device(tmp_path, amqtt, product, ota, umqtt_dir=_umqtt_dir(umqtt))
+    plat = platforms(amqtt, product)
+    host = push.ImageHost(server=ota)
+    image = build_image.build_image("0.9.0", size=60000)
+    name = "fw-0.9.0.bin"
+    _, url = host.add(name, image)
+    msg = push.upgrade_message("0.9.0", url, len(image), hashlib.md5(image).hexdigest(),
+                               token="kept", name=name, force=1)
+    topic = push.topics(plat.product_id, DEV)["ota_down"]
+    plat.client.publish(topic, json.dumps(msg), qos=1, retain=True).wait_for_publish(10)
+    try:
+        proc = dev.boot(20000)
+        got = plat.wait_step(DEV, FAIL_STEPS, "kept", timeout=15)
+        assert got and got["step"] == -4, Device.read(proc)
+        assert got["desc"] == "retained push for 0.9.0 is older than running 1.0.0"
+        live = plat.push(DEV, "0.9.0", url, len(image), hashlib.md5(image).hexdigest(),
+                         name=name, force=1)
+        rc, log = dev.finish(proc)
+        assert rc == REBOOT and "installed 0.9.0" in log, log
+        assert not set(steps(plat, DEV, live)) & set(FAIL_STEPS)
+    finally:
+        plat.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
