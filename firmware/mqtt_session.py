@@ -67,7 +67,7 @@ def errtext(e):
 
 def _mark_packets(client):
     """Every wait_msg (check_msg's, and subscribe's wait for SUBACK) starts at a packet: the
-    socket keeps its first byte, the PUBLISH flags umqtt.simple 1.3.4 does not pass on."""
+    socket keeps its first byte, the PUBLISH flags no umqtt.simple version passes on."""
     orig = client.wait_msg
 
     def wait_msg():

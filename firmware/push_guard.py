@@ -9,8 +9,9 @@
 #   (the broker stored it, maybe long ago): its force is not enough, only the config's.
 # - Refused images (refused_offers.py): the same image that was refused is not fetched again
 #   until its wait is over, unless forced.
-# umqtt.simple 1.3.4 does not hand the retain flag to its callback; mqtt_session reads it from
-# the PUBLISH fixed header as the socket delivers it (MQTT 3.1.1 section 3.3.1.3: bit 0).
+# No umqtt.simple (lib's 1.3.4, the frozen 1.4.0-1.7.0) hands the retain flag to its callback;
+# mqtt_session reads it from the PUBLISH fixed header as the socket delivers it (MQTT 3.1.1
+# section 3.3.1.3: bit 0).
 from firmware import ithings, log, refused_offers, version as _version
 
 _log = log.get("mqtt")
