@@ -21,8 +21,8 @@ import json
 import os
 import sys
 
-from firmware import activation, install_record, log, mqtt_config, ota_check, retry, status
-from firmware import refused_offers, sysinfo, tls_config, watchdog
+from firmware import activation, delta_offer, install_record, log, mqtt_config, ota_check, retry
+from firmware import refused_offers, status, sysinfo, tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -292,8 +292,8 @@ class App:
         self.display.show_updating(0, None, self.running_version, to_v)
         progress = _Progress(self.display, self.running_version, to_v)
         try:
-            label = updater.install(self.board, updater.Offer(**offer), self.running_version,
-                                    progress=progress, tls=self.tls())
+            label = delta_offer.install(updater, self.board, offer, self.running_version,
+                                        progress=progress, tls=self.tls())
         except updater.UpdateError as e:
             _log.error("update to %s failed: %s", to_v, e.reason)
             refused_offers.refused(self.board, oid, to_v, e.code, e.reason)

@@ -147,8 +147,9 @@ class Push:
     kind = "push"
 
     def __init__(self, token, version, url, size, md5, name=None, force=False, method="upgrade",
-                 sha256=None):
+                 delta=False, sha256=None):
         self.token = token
+        self.delta = delta  # isDiff 2: the file is a patch against the running image
         self.version = version
         self.url = url
         self.size = size
@@ -238,7 +239,7 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
                http_base=None, max_size=None, board_type=None, module="default"):
     """Admission of a push (bytes or decoded dict) -> Push, Rejection or Ignore.
 
-    Every check happens here, before any download or flash write: method and fields, isDiff 1,
+    Every check happens here, before any download or flash write: method and fields, isDiff 1/2,
     signMethod md5 (any case), version differs from the running one (unless forced) and from
     the update in progress, size > 0 and <= max_size, URL scheme allowed, one app image.
     """
@@ -273,9 +274,10 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
     push_module = data.get("module")
     if push_module not in (None, "") and push_module != module:
         return Rejection(STEP_PACKAGE_REFUSED, "wrong module %s" % push_module, token, version)
-    is_diff = data.get("isDiff", 1)  # absent in older pushes: full package
-    if is_diff != 1 and is_diff != "1":
-        return Rejection(STEP_PACKAGE_REFUSED, "diff package not supported", token, version)
+    is_diff = data.get("isDiff", 1)  # absent in older pushes: full package; 2: a delta patch
+    if is_diff not in (1, "1", 2, "2"):
+        return Rejection(STEP_PACKAGE_REFUSED, "isDiff %s not supported" % str(is_diff)[:16], token,
+                         version)
     sign = data.get("signMethod", "md5")
     sign = sign.lower() if isinstance(sign, str) else sign
     if sign not in ("md5", "sha256"):  # the platform's two; with SHA256 `signature` holds it
@@ -328,7 +330,8 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
     if scheme not in [s.lower() for s in allowed_schemes]:
         return Rejection(STEP_DOWNLOAD_FAILED, "URL scheme %s not allowed" % scheme, token, version)
     name = f.get("name") if isinstance(f.get("name"), str) else None
-    return Push(token, version, full, size, md5 and md5.lower(), name, force, method, sha256)
+    return Push(token, version, full, size, md5 and md5.lower(), name, force, method,
+                is_diff in (2, "2"), sha256)
 
 
 def parse_reply(msg):

@@ -100,7 +100,7 @@ class Listener:
         # force: the push names the version to run (admission already refused the running one
         # and unforced downgrades); the updater still checks the image header carries it.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
-                              force=True, sha256=getattr(push, "sha256", None))
+                              force=True, delta=push.delta, sha256=getattr(push, "sha256", None))
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,

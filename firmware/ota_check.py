@@ -7,7 +7,7 @@
 import json
 
 from firmware import http_client as _http_client
-from firmware import install_record, log, ota_apply, sysinfo, tls_config, version
+from firmware import delta_offer, install_record, log, ota_apply, sysinfo, tls_config, version
 
 _log = log.get("ota")
 _request_logged = False
@@ -40,7 +40,7 @@ class Result:
     def __init__(self, running_version):
         self.running_version = running_version
         self.activation = None     # {"code", "message", "challenge", "timeout_ms"} or None
-        self.offer = None          # {"url", "version", "force", "size", "md5", "sha256"} or None
+        self.offer = None          # {"url", "version", "force", "size", "md5", "sha256", "delta"}
         self.firmware_note = None  # why there is (no) offer, for the log
         self.mqtt = None           # the answer's sections (None when absent)
         self.websocket = None      # with the fresh token (the stored one may be an hour old)
@@ -179,6 +179,9 @@ def parse_answer(data, running_version):
         _opt(fw, "firmware", "size", _is_int, "an integer")
         _opt(fw, "firmware", "md5", _is_str, "a string")
         _opt(fw, "firmware", "sha256", _is_str, "a string")
+        why = delta_offer.problem(fw.get("delta"))
+        if why:
+            _bad(why)
     r._firmware = fw
     return r
 
@@ -219,7 +222,7 @@ def decide(r, settings, retries=install_record.DEFAULT_RETRIES):
         _log.warning("%s", r.firmware_note)
         return
     r.offer = {"url": url, "version": offered, "force": force, "size": fw.get("size"),
-               "md5": fw.get("md5"), "sha256": fw.get("sha256")}
+               "md5": fw.get("md5"), "sha256": fw.get("sha256"), "delta": fw.get("delta")}
     r.firmware_note = again or "%s %s offered (running %s)" % (
         "forced" if force and not newer else "update", offered, r.running_version)
 

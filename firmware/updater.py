@@ -6,6 +6,7 @@
 # install() composes the stages of firmware/update/ (docs/ARCHITECTURE.md draws them):
 #   source:  HttpSource (Range resume), wrapped by GzipSource (a ".gz" URL, or a response with
 #            Content-Encoding: gzip) -- so what follows always sees plain image bytes;
+#            or by DeltaSource (offer.delta: the URL is a patch against the running image);
 #   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256,
 #            ImageCheck (the image's checksum byte and appended SHA-256);
 #   writer:  FlashWriter (lazy 64 KiB / 4 KiB erase, program once, read-back, scrub);
@@ -51,8 +52,11 @@ _log = log.get("updater")
 class Offer:
     """What to install. size/md5/sha256 describe the file the server stores (see above)."""
 
-    def __init__(self, url, size=None, md5=None, sha256=None, version=None, force=False):
+    def __init__(self, url, size=None, md5=None, sha256=None, version=None, force=False,
+                 delta=False, from_sha256=None):
         self.url = url
+        self.delta = delta              # the URL is a patch; size/md5 are the patch file's
+        self.from_sha256 = from_sha256  # the image it applies to (else its header names it)
         self.size = size
         self.md5 = md5
         self.sha256 = sha256
@@ -103,7 +107,9 @@ class _Update:
         self.timeout_ms = timeout_ms
         self.chunk = chunk
         self.stage = stage
-        self.gz_url = _url_path(self.url).lower().endswith(".gz")
+        self.delta = bool(offer.delta)
+        self.from_sha256 = _hexarg(offer.from_sha256, 64, "from_sha256")
+        self.gz_url = not self.delta and _url_path(self.url).lower().endswith(".gz")
         P = board.Partition
         try:
             self.part = P(P.RUNNING).get_next_update()
@@ -121,7 +127,7 @@ class _Update:
         o = self.offer
         if o.version is not None and not o.force:
             checks.check_newer(o.version, self.running)
-        if self.size is not None and not self.gz_url and self.size > self.psize:
+        if self.size is not None and not (self.gz_url or self.delta) and self.size > self.psize:
             raise UpdateError(E_INTEGRITY, "image (%d bytes) larger than partition %s (%d bytes)"
                               % (self.size, self.label, self.psize))
 
@@ -134,17 +140,25 @@ class _Update:
         if self.buf is None:
             self.buf = bytearray(self.chunk)
         gz = self.gz_url
+        wire = gz or self.delta  # the offer's md5/size are of the stored file, not the image
         # The stored file's digests: on the wire bytes for a .gz file, else on the image.
-        md5 = checks.Digest("md5", None if gz else self.md5)  # also what the read-back matches
+        md5 = checks.Digest("md5", None if wire else self.md5)  # also what the read-back matches
         image = [md5, ImageCheck()]  # the image's own checksum and appended SHA-256
         taps = []
         if self.sha256:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
-        if gz and self.md5:
+        if wire and self.md5:
             taps.insert(0, checks.Digest("md5", self.md5))
         src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps)
-        from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
-        src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
+        if self.delta:  # no resume record: a patch restarts from byte 0 (delta_source.py)
+            from firmware.update.delta_source import DeltaSource
+            P = self.board.Partition
+            src = DeltaSource(src, P(P.RUNNING), self.psize, self.from_sha256, self.chunk,
+                              self.size)
+            store = None
+        else:
+            from firmware.update.gzip_source import GzipSource  # deflate only when imported (RAM)
+            src = GzipSource(src, self.chunk, gz, self.size if gz else None, self.psize)
         self.header = checks.HeaderCheck(self.offer.version, self.running, self.offer.force)
         if self.writers:
             last = self.writers[-1]
@@ -153,7 +167,7 @@ class _Update:
         writer.resume(written)
         self.writers.append(writer)
         return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
-                        md5, taps, None if gz else self.size, store, progress, probe)
+                        md5, taps, None if wire else self.size, store, progress, probe)
 
     def scrub(self):
         """The first sector goes when any pass touched the target (a resumed pass counts)."""
@@ -190,7 +204,7 @@ def install(board, offer, running_version, progress=None, tls=None, timeout_ms=1
     up = _Update(board, offer, running_version, tls, timeout_ms, chunk, _stage(chunk, stage))
     up.precheck()
     store = up.resume_store()
-    written = store.load(chunk)
+    written = 0 if up.delta else store.load(chunk)
     _log.info("update %s -> %s into %s", running_version, offer.version or "?", up.label)
     try:
         try:

@@ -24,7 +24,7 @@ for m in msgs:
     d = {"kind": r.kind, "token": r.token, "version": r.version}
     if r.kind == "push":
         d.update(url=r.url, size=r.size, md5=r.md5, name=r.name, force=r.force, method=r.method,
-                 sha256=r.sha256)
+                 delta=r.delta, sha256=r.sha256)
     else:
         d["reason"] = r.reason
         if r.kind == "reject":
@@ -72,6 +72,18 @@ def test_three_push_shapes_are_admitted():
     assert r[2]["name"] == "xx.bin" and r[2]["method"] == "reportInfoReply"
 
 
+def test_diff_pushes_in_all_three_shapes_are_deltas():
+    multi = single(isDiff=2)
+    f = {k: multi["data"].pop(k) for k in ("size", "name", "fileUrl", "fileMd5", "signature")}
+    multi["data"]["files"] = [f]
+    s = seed()
+    s["data"]["isDiff"] = "2"
+    r = run_push([single(isDiff=2), multi, s, single(), single(isDiff="1")])
+    assert [x["kind"] for x in r] == ["push"] * 5
+    assert [x["delta"] for x in r] == [True, True, True, False, False]
+    assert r[1]["url"] == r[0]["url"] and r[2]["url"] == BASE + PRESIGNED
+
+
 def test_sign_method_any_case_and_string_numbers():
     r = run_push([single(signMethod="MD5"), single(signMethod="Md5", isDiff="1", size="123"),
                   single(fileMd5=MD5.upper(), signature=None)])
@@ -91,7 +103,8 @@ def test_sign_method_sha256_carries_the_signature_as_the_files_sha256():
 
 def test_admission_rejections_and_codes():
     cases = [
-        (single(isDiff=2), -4, "diff"),
+        (single(isDiff=3), -4, "isDiff 3"),
+        (single(isDiff="full"), -4, "isDiff full"),
         (single(signMethod="sha1"), -4, "signMethod"),
         (single(signMethod="SHA256"), -4, "bad sha256"),           # signature holds an md5
         (single(version=None), -4, "version"),
@@ -161,7 +174,7 @@ def test_ignored_messages():
 
 
 def test_in_progress_rule():
-    r = run_push([single(version="1.1.0"), single(version="1.2.0"), single(isDiff=2)],
+    r = run_push([single(version="1.1.0"), single(version="1.2.0"), single(isDiff=3)],
                  in_progress="1.1.0")
     assert [x["kind"] for x in r] == ["ignore"] * 3
     assert "duplicate" in r[0]["reason"]

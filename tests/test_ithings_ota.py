@@ -104,7 +104,7 @@ out = [brief(s.out), [p.version, p.url, p.size], a.due_push()]
 s.out = []
 a.handle(DOWN, push(token="t1"))                     # a redelivery of a handled push
 a.handle(DOWN, push(version="1.0.0", token="t2"))   # the running version: re-report instead
-a.handle(DOWN, push(token="t3", isDiff=2))           # refused: reported with its code
+a.handle(DOWN, push(token="t3", isDiff=3))           # refused: reported with its code
 a.handle("$ota/down/upgrade/P/OTHER", push(token="t4"))
 a.handle(DOWN, b"{not json")
 out.append(brief(s.out))
@@ -114,7 +114,7 @@ print(json.dumps(out))
     assert got[0] == [["$thing/up/property", "reportInfo", None, 1, "publish"]]
     assert got[1] == ["1.1.0", "http://h/fw.bin?X-Sig=1", 1000] and got[2] is None
     assert got[3] == [["$thing/up/property", "reportInfo", None, 1, "publish"], ["$ota/up/progress", "progress", -4, 1, "send"]]
-    assert got[4] == "diff package not supported"
+    assert got[4] == "isDiff 3 not supported"
 
 
 def test_busy_and_duplicate_pushes_wait_for_the_first():

@@ -73,7 +73,7 @@ def test_admission_rejections_never_touch_flash(broker, ota, product, platforms,
     url = ota.url + ota.presign("never-fetched.bin")
     md5 = "0" * 32
     cases = [
-        (dict(is_diff=2), -4),
+        (dict(is_diff=3), -4),
         (dict(sign_method="sha256"), -4),
         (dict(size=0), -4),
         (dict(size=0x300000 + 1), -4),

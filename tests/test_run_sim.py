@@ -20,10 +20,12 @@ def test_make_run_activates_and_applies_a_pushed_update(tmp_path):
     for needle in ("POST http://127.0.0.1", "ACTIVATION CODE", "device activated", "server time applied",
                    "MQTT settings stored", "reportInfo version 1.0.0", "image 1.1.0 written to ota_1",
                    "firmware 1.1.0 in ota_1 (pending-verify)", "update to 1.1.0 confirmed",
-                   "device D40606B6A9FB confirmed the update"):
+                   "device D40606B6A9FB confirmed the update",
+                   "pushing firmware 1.2.0 as a delta", "image 1.2.0 written to ota_0",
+                   "update to 1.2.0 confirmed", "delta update confirmed by the device"):
         assert needle in out, needle
     info = [line.split("board info: ", 1)[1] for line in out.splitlines() if "I ota: board info: " in line]
-    assert len(info) == 2                                   # once per boot, before and after the update
+    assert len(info) == 3                                   # once per boot: 1.0.0, 1.1.0, 1.2.0
     first, second = json.loads(info[0]), json.loads(info[1])
     assert first["body"]["application"]["version"] == "1.0.0" and first["body"]["ota"]["label"] == "ota_0"
     assert second["body"]["application"]["version"] == "1.1.0" and second["body"]["ota"]["label"] == "ota_1"

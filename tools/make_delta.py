@@ -65,6 +65,15 @@ def make_delta(base, new, compression="heatshrink", header=True, window_bits=8, 
     return (esp_header(base_digest(base, chip)) if header else b"") + patch
 
 
+def from_files(base_path, new_path, compression="heatshrink"):
+    """(base SHA-256 hex, patch file bytes) for two image files: what an offer names."""
+    with open(base_path, "rb") as f:
+        base = f.read()
+    with open(new_path, "rb") as f:
+        new = f.read()
+    return base_digest(base).hex(), make_delta(base, new, compression)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", help="the image the device runs now")

@@ -16,7 +16,8 @@ not an object, ``application``/``board`` missing, or a known field of the wrong 
 required: application.version/elf_sha256, board.type/name/ssid/rssi).  Otherwise 200 with
 ``server_time`` {timestamp ms, timeZone (key configurable), timezone_offset minutes},
 ``websocket`` {url, token?} (unless disabled), ``mqtt`` when configured, ``firmware``
-{version, url, force?} when an offer exists for ``board.type`` (or the ``"*"`` default), and
+{version, url, force?, delta?} when an offer exists for ``board.type`` (or the ``"*"`` default;
+``set_delta`` adds ``delta`` {from_sha256, url, md5, size}: a patch next to the full url), and
 ``activation`` {code, message, challenge, timeout_ms} while the device is not activated.
 
 Devices are keyed by ``Device-Id`` (case-insensitive).  A device gets one 6-digit code and one
@@ -470,6 +471,16 @@ class OtaServer:
         with self._lock:
             self._offers[board_type] = {"version": str(version), "src": src, "force": force}
 
+    def set_delta(self, board_type, from_sha256, patch):
+        """Offer `patch` (bytes: tools/make_delta.py's file) for devices running the image whose
+        SHA-256 is `from_sha256`, next to `board_type`'s full offer (firmware.delta)."""
+        name = "%s-%s.patch" % (board_type.replace("*", "any"), from_sha256[:16])
+        self.register_image(name, patch)
+        with self._lock:
+            self._offers[board_type]["delta"] = {
+                "from_sha256": from_sha256, "src": "/firmware/" + name,
+                "md5": hashlib.md5(patch).hexdigest(), "size": len(patch)}
+
     def clear_offer(self, board_type):
         with self._lock:
             self._offers.pop(board_type, None)
@@ -622,6 +633,10 @@ class OtaServer:
                 reply["firmware"] = {"version": offer["version"], "url": url}
                 if offer["force"]:
                     reply["firmware"]["force"] = 1 if offer["force"] is True else offer["force"]
+                if offer.get("delta"):
+                    d = dict(offer["delta"])
+                    d["url"] = base + d.pop("src")
+                    reply["firmware"]["delta"] = d
         return 200, reply, None
 
     def activate_reply(self, headers, raw):
@@ -1035,6 +1050,8 @@ def build_parser():
     p.add_argument("--firmware-dir", help="folder served under /firmware/ and the OSS path")
     p.add_argument("--offer", action="append", type=_parse_offer, default=[],
                    metavar="BOARD=VERSION:SRC[,force]", help="firmware offer per board type ('*' = any)")
+    p.add_argument("--delta", action="append", default=[], metavar="BOARD=BASE.bin",
+                   help="also offer a patch from BASE.bin to BOARD's offered image file")
     p.add_argument("--hmac-key", action="append", type=_parse_key, default=[], metavar="SERIAL=HEX")
     p.add_argument("--code-ttl", type=float, default=24 * 3600, help="activation code lifetime, s")
     p.add_argument("--auto-activate", type=float, metavar="SECONDS",
@@ -1095,6 +1112,12 @@ def configure(server, args):
         if not src.startswith(("http://", "https://", "/")) and server._lookup_blob(src) is None \
                 and not os.path.isfile(src):
             print("warning: offer %s: %s not found (downloads will 404)" % (board, src), flush=True)
+    for board, _, base in (d.partition("=") for d in args.delta):
+        import make_delta  # detools: only when a delta is offered
+        new = [o[2] for o in args.offer if o[0] == board]
+        if not new or not os.path.isfile(new[-1]):
+            raise SystemExit("--delta %s: no offer of an image file for that board" % board)
+        server.set_delta(board, *make_delta.from_files(base, new[-1]))
 
 
 def admin_main(argv):

@@ -3,6 +3,7 @@
 
     python tools/push.py --broker 127.0.0.1:1883 --product P1 --device D40606B6A9FB \\
         --version 1.1.0 [--image app.bin] [--form single|multi|seed] [--ota-url URL] [--wait-report]
+        [--delta-from RUNNING.bin]
 
 The image (built with tools/build_image.py when --image is not given) is served by the local OTA
 server -- a running one (--ota-url, via its admin API) or one started here -- under a
@@ -10,7 +11,8 @@ pre-signed-style URL: absolute in the "single"/"multi" forms (fileUrl), relative
 "seed" form (url; the device resolves it against its mqtt.http_base). While it runs the tool
 answers every reportInfo with reportInfoReply code 200 (as the platform does), and draws the
 device's progress reports as a progress bar. Exit status: 0 when the device confirms the update
-(step 100), 1 when it reports a failure (-1..-4), 2 on timeout.
+(step 100), 1 when it reports a failure (-1..-4), 2 on timeout. With --delta-from, the file
+pushed is a patch from that image to the new one (tools/make_delta.py), as `isDiff: 2`.
 
 In-process (tests): ``Platform(host, port, product_id).start()``, then ``push(...)`` /
 ``push_image(...)``, ``wait_step(...)``, ``progress(device)``, ``reports(device)``; ``stop()``.
@@ -343,6 +345,8 @@ def main(argv=None):
                     help="push only after the device reported its version")
     ap.add_argument("--no-reply", action="store_true", help="do not answer reportInfo")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--delta-from", metavar="RUNNING.bin",
+                    help="push a patch from this image (the device's) instead (isDiff 2)")
     args = ap.parse_args(argv)
 
     if args.image:
@@ -351,6 +355,12 @@ def main(argv=None):
     else:
         import build_image
         image = build_image.build_image(args.version, size=args.size)
+    diff = {}
+    if args.delta_from:
+        import make_delta
+        with open(args.delta_from, "rb") as f:
+            image = make_delta.make_delta(f.read(), image)
+        diff = {"is_diff": 2, "name": "app-%s.patch.bin" % args.version}
     host = ImageHost(url=args.ota_url) if args.ota_url else ImageHost()
     ctx = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     bhost, bport = _broker(args.broker)
@@ -362,14 +372,15 @@ def main(argv=None):
         except OSError as e:
             print("push: cannot reach the broker at %s:%d: %s" % (bhost, bport, e), file=sys.stderr)
             return 2
-        print("image %s: %d bytes, md5 %s, served by %s" % (args.version, len(image),
+        print("%s %s: %d bytes, md5 %s, served by %s" % ("patch" if diff else "image",
+              args.version, len(image),
               hashlib.md5(image).hexdigest(), host.url), flush=True)
         if args.wait_report:
             print("waiting for %s to report its version..." % args.device, flush=True)
             if not platform.wait_report(args.device, timeout=args.timeout):
                 print("timeout: %s never reported" % args.device)
                 return 2
-        token = platform.push_image(args.device, args.version, image, host, args.form)
+        token = platform.push_image(args.device, args.version, image, host, args.form, **diff)
         return follow(platform, args.device, token, args.timeout)
     except KeyboardInterrupt:
         return 130

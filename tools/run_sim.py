@@ -12,7 +12,9 @@ bundled local servers -- the whole life of a device in one command.
    build/sim/screens), and is activated -- by you typing the code at the server's web page
    (--manual), or automatically a few seconds later;
 4. once the device reports its version over MQTT, pushes firmware 1.1.0 like the platform does:
-   download -> verify -> write -> reboot -> report -> confirm, with the progress bar here.
+   download -> verify -> write -> reboot -> report -> confirm, with the progress bar here;
+5. then pushes 1.2.0 as a delta (isDiff 2): a detools patch from the 1.1.0 image it now runs
+   (tools/make_delta.py), a few KiB instead of the whole image, applied the same way.
 Then the device keeps running until Ctrl-C (or the script exits, with --exit-when-done).
 """
 import argparse
@@ -36,6 +38,7 @@ REBOOT_EXIT_CODE = 3
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 PRODUCT_ID = "26wrGK4KbrW"
 PUSH_VERSION = "1.1.0"
+DELTA_VERSION = "1.2.0"
 
 
 def say(text):
@@ -135,6 +138,22 @@ def demo_push(platform, server, device_name, timeout):
     token = platform.push_image(device_name, PUSH_VERSION, image, push.ImageHost(server), form="seed")
     ok = push.follow(platform, device_name, token, timeout) == 0
     say("update %s" % ("confirmed by the device" if ok else "FAILED"))
+    return ok and demo_delta_push(platform, server, device_name, image, timeout)
+
+
+def demo_delta_push(platform, server, device_name, running, timeout):
+    import make_delta  # detools
+    if not platform.wait_report(device_name, PUSH_VERSION, timeout=timeout):
+        say("no version report from %s after the update" % device_name)
+        return False
+    new = build_image.build_image(DELTA_VERSION, size=192 * 1024)
+    patch = make_delta.make_delta(running, new)
+    say("pushing firmware %s as a delta (isDiff 2): a %d-byte patch against %s instead of the "
+        "%d-byte image" % (DELTA_VERSION, len(patch), PUSH_VERSION, len(new)))
+    token = platform.push_image(device_name, DELTA_VERSION, patch, push.ImageHost(server),
+                                form="single", is_diff=2, name="app-%s.patch.bin" % DELTA_VERSION)
+    ok = push.follow(platform, device_name, token, timeout) == 0
+    say("delta update %s" % ("confirmed by the device" if ok else "FAILED"))
     return ok
 
 
@@ -184,7 +203,7 @@ def main(argv=None):
         if args.exit_when_done:
             return 0 if ok else 1
         say("the device keeps running; Ctrl-C to stop. Push again with: python tools/push.py "
-            "--broker 127.0.0.1:%d --product %s --device %s --ota-url %s --version 1.2.0"
+            "--broker 127.0.0.1:%d --product %s --device %s --ota-url %s --version 1.3.0"
             % (broker_port, PRODUCT_ID, device_name, server.url))
         while device.thread.is_alive():
             device.thread.join(1)

@@ -18,6 +18,7 @@ import deflate
 import io
 
 from firmware.update.errors import E_INTEGRITY, UpdateError
+from firmware.update.http_source import Wrapper
 
 try:
     from micropython import RingIO
@@ -38,7 +39,7 @@ class _Pull(io.IOBase):
         return self.src._wire_read(buf)
 
 
-class GzipSource:
+class GzipSource(Wrapper):
     def __init__(self, inner, chunk=4096, always=False, wire_size=None, wire_limit=None):
         self.inner = inner
         self.active = always
@@ -50,14 +51,6 @@ class GzipSource:
         self._z = None
         if not always:
             self.readinto = inner.readinto  # plain until a response says otherwise
-
-    @property
-    def wire(self):
-        return self.inner.wire
-
-    @property
-    def wire_total(self):
-        return self.wire_size
 
     def length(self):
         return None if self.active else self.inner.length()

@@ -37,6 +37,20 @@ class _Empty:
         pass
 
 
+class Wrapper:
+    """Base of a source over another's wire bytes (gzip, delta): progress counts those, against
+    `wire_size` (the stored file's length, as the offer says)."""
+    wire_size = None
+
+    @property
+    def wire(self):
+        return self.inner.wire
+
+    @property
+    def wire_total(self):
+        return self.wire_size
+
+
 class HttpSource:
     resumable = True
     wire_total = None  # progress counts stream bytes
