@@ -143,10 +143,11 @@ class _Update:
         wire = gz or self.delta  # the offer's md5/size are of the stored file, not the image
         # The stored file's digests: on the wire bytes for a .gz file, else on the image.
         md5 = checks.Digest("md5", None if wire else self.md5)  # also what the read-back matches
-        image = [md5, ImageCheck()]  # the image's own checksum and appended SHA-256
+        image = [md5]
         taps = []
         if self.sha256:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
+        image.append(ImageCheck())  # the image's own checksum and SHA-256, after the offer's
         if wire and self.md5:
             taps.insert(0, checks.Digest("md5", self.md5))
         src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps)
