@@ -23,8 +23,8 @@ import os
 import sys
 
 from firmware import activation, confirm_deadline, delta_offer, install_record, log
-from firmware import mqtt_config, ota_check, retry, saved_offer, status, sysinfo, tls_config
-from firmware import watchdog
+from firmware import mqtt_config, ota_check, refused_offers, retry, saved_offer, status, sysinfo
+from firmware import tls_config, watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -284,10 +284,22 @@ class App:
         """Download and install an offer dict (ota_check's Result.offer); reboot on success.
         Returns only on failure (logged and shown)."""
         to_v = offer.get("version") or "?"
+        oid = refused_offers.offer_id(offer.get("url"), offer.get("version"), offer.get("size"),
+                                      offer.get("md5"), offer.get("sha256"))
+        no = refused_offers.blocked(self.board, oid, offer.get("force"))
+        if no:  # the same image failed before: not downloaded and written again yet
+            why = no[0]
+            _log.info("%s", why)
+            self.display.show_failure(why, "keeping %s" % self.running_version)
+            return False
         try:
             from firmware import updater
         except ImportError:
             _log.warning("update %s offered but this build has no update engine", to_v)
+            return False
+        except MemoryError:  # the engine does not fit the heap left: keep running, say why
+            _log.error("update to %s failed: out of memory loading the update engine", to_v)
+            self.display.show_failure("update failed: out of memory", "keeping %s" % self.running_version)
             return False
         _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
         settings = self.board.settings
@@ -306,10 +318,12 @@ class App:
         except updater.UpdateError as e:
             saved_offer.forget(settings)
             _log.error("update to %s failed: %s", to_v, e.reason)
+            refused_offers.refused(self.board, oid, to_v, e.code, e.reason)
             self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
             return False
         saved_offer.forget(settings)
         install_record.note_installed(self.board, offer)
+        refused_offers.forget(self.board)
         _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
         self.display.show_success("Updated to %s, restarting" % to_v)
         self.board.reboot()

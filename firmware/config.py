@@ -27,7 +27,7 @@ DEFAULTS = {
              "device_name": None, "username": None, "password": None, "keepalive": 60,
              "http_base": None, "report_ota_topic": False, "allowed_schemes": ["https", "http"],
              "download_jitter_ms": 5000, "module": "default", "confirm_timeout_s": None,
-             "reconnect_max_ms": 60000},
+             "reconnect_max_ms": 60000, "allow_downgrade": False},
     "confirm_by": "ota_check",
     # Secure Boot V2 signatures (firmware/secure_boot.py): trusted_keys are SHA-256 key digests
     # in hex (`tools/sign_image.py digest`); require_signature None = on once any key is known.

@@ -147,7 +147,7 @@ class Push:
     kind = "push"
 
     def __init__(self, token, version, url, size, md5, name=None, force=False, method="upgrade",
-                 delta=False):
+                 delta=False, sha256=None):
         self.token = token
         self.delta = delta  # isDiff 2: the file is a patch against the running image
         self.version = version
@@ -157,6 +157,7 @@ class Push:
         self.name = name
         self.force = force
         self.method = method
+        self.sha256 = sha256
 
     def __repr__(self):  # never prints the URL: its query is a secret
         return "<Push %s v%s %d bytes>" % (self.token, self.version, self.size)
@@ -189,8 +190,8 @@ class Ignore:
         return "<Ignore %s>" % self.reason
 
 
-def _is_md5(s):
-    if not isinstance(s, str) or len(s) != 32:
+def _is_md5(s, n=32):
+    if not isinstance(s, str) or len(s) != n:
         return False
     for c in s.lower():
         if c not in "0123456789abcdef":
@@ -278,7 +279,8 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
         return Rejection(STEP_PACKAGE_REFUSED, "isDiff %s not supported" % str(is_diff)[:16], token,
                          version)
     sign = data.get("signMethod", "md5")
-    if not isinstance(sign, str) or sign.lower() != "md5":
+    sign = sign.lower() if isinstance(sign, str) else sign
+    if sign not in ("md5", "sha256"):  # the platform's two; with SHA256 `signature` holds it
         return Rejection(STEP_PACKAGE_REFUSED, "signMethod %s not supported" % sign, token, version)
     files = data.get("files")
     if isinstance(files, list) and files:
@@ -301,11 +303,17 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
                          % (size, max_size), token, version)
     md5 = f.get("fileMd5")
     sig = f.get("signature")
-    if md5 in (None, ""):
+    sha256 = None
+    if sign == "sha256":
+        if not _is_md5(sig, 64):
+            return Rejection(STEP_PACKAGE_REFUSED, "missing or bad sha256 signature", token, version)
+        sha256 = sig.lower()
+        md5 = md5 if _is_md5(md5) else None  # fileMd5 alongside it is checked too
+    elif md5 in (None, ""):
         md5 = sig
     elif _is_md5(sig) and _is_md5(md5) and sig.lower() != md5.lower():
         return Rejection(STEP_PACKAGE_REFUSED, "fileMd5 and signature differ", token, version)
-    if not _is_md5(md5):
+    if sha256 is None and not _is_md5(md5):
         return Rejection(STEP_PACKAGE_REFUSED, "missing or bad md5", token, version)
     url = f.get("fileUrl") or f.get("url")
     if not isinstance(url, str) or not url:
@@ -322,8 +330,8 @@ def parse_push(msg, running_version, in_progress_version=None, allowed_schemes=(
     if scheme not in [s.lower() for s in allowed_schemes]:
         return Rejection(STEP_DOWNLOAD_FAILED, "URL scheme %s not allowed" % scheme, token, version)
     name = f.get("name") if isinstance(f.get("name"), str) else None
-    return Push(token, version, full, size, md5.lower(), name, force, method,
-                is_diff in (2, "2"))
+    return Push(token, version, full, size, md5 and md5.lower(), name, force, method,
+                is_diff in (2, "2"), sha256)
 
 
 def parse_reply(msg):

@@ -6,12 +6,13 @@
 #
 # Rules worth knowing:
 # - One update at a time, first push wins. A push for the same version while one is queued or
-#   running is a duplicate (ignored); a push naming a different version is ignored as "busy"
-#   (logged). When an update fails the device re-reports its version, so the platform knows
-#   where it stands and can push again. Redeliveries of a handled token are ignored.
+#   running is a duplicate (ignored); a push naming a different version is answered with a -1
+#   progress "busy updating to X", so the platform knows it was not taken. When an update fails
+#   the device re-reports its version, so the platform knows where it stands and can push
+#   again. Redeliveries of a handled token are ignored, across reboots (push_guard.py).
 # - A push for the version already running is ignored unless forced; the device answers it by
-#   re-reporting reportInfo, which is how the platform judges success. Other versions, older
-#   ones included, are installed: the platform names the version to run.
+#   re-reporting reportInfo, which is how the platform judges success. A newer version is
+#   installed; an older one only when forced, and a retained push is suspect (push_guard.py).
 # - Download progress is reported as steps 1..99 (each whole-percent change, at most once a
 #   second, QoS 0); 100 "upgraded" only once the new image is confirmed after its reboot. A
 #   reset mid-update resumes the same push after the next boot while its URL is valid, up to
@@ -21,7 +22,7 @@
 #   stampede the file server.
 import time
 
-from firmware import identity, ithings, log, saved_offer
+from firmware import identity, ithings, log, push_guard, refused_offers, saved_offer
 from firmware.mqtt_session import rand_below
 
 _log = log.get("mqtt")
@@ -57,10 +58,9 @@ class Agent:
         self.session = session
         self.report_tokens = []       # our recent reportInfo tokens (a reply must match one)
         self.ota_report_token = None
-        self.seen_tokens = []         # push tokens handled this boot
         last = self.board.settings.get(K_LAST)
-        if isinstance(last, dict) and last.get("token"):
-            self.seen_tokens.append(last["token"])
+        self.seen_tokens = push_guard.Tokens(self.board.settings, last.get("token")
+                                             if isinstance(last, dict) else None)
         self.push = None              # admitted, waiting for its jitter delay
         self.push_at = 0
         self.updating = None          # version being installed
@@ -151,11 +151,17 @@ class Agent:
     def _on_push(self, obj):
         busy = self.updating or (self.push.version if self.push else None)
         token = ithings.token_of(obj)
-        if token is not None and token in self.seen_tokens and not busy:
-            _log.info("ignored push %s: already handled", token)
+        retained = bool(getattr(self.session, "retained", False))
+        if token is not None and token in self.seen_tokens:
+            _log.info("ignored %spush %s: already handled", "retained " if retained else "", token)
             return
         r = ithings.parse_push(obj, self.running, busy, self.cfg.allowed_schemes,
                                self.cfg.http_base, self.max_size, self.board.type, self.cfg.module)
+        if r.kind == "ignore" and r.reason.startswith("busy"):
+            r = ithings.Rejection(ithings.STEP_DOWNLOAD_FAILED, r.reason, r.token, r.version)
+        elif r.kind == "push":
+            r = push_guard.check(r, self.running, retained, self.cfg.allow_downgrade,
+                                 self.board) or r
         if r.kind == "ignore":
             _log.info("ignored push %s: %s", r.token, r.reason)
             if r.reason.startswith("already running"):
@@ -165,9 +171,11 @@ class Agent:
             return
         self._remember(r.token)
         if r.kind == "reject":
-            _log.warning("refused push %s: %d %s", r.token, r.code, r.reason)
+            _log.warning("refused %spush %s: %d %s", "retained " if retained else "", r.token,
+                         r.code, r.reason)
             self._progress(r.token, r.code, r.reason)
-            self.show("show_failure", "update refused: " + r.reason, "waiting for the next push")
+            if not busy:  # the update in progress keeps the screen
+                self.show("show_failure", "update refused: " + r.reason, "waiting for the next push")
             return
         delay = rand_below(self.cfg.jitter_ms + 1) if self.cfg.jitter_ms else 0
         _log.info("push %s: %s -> %s (%d bytes); download starts in %d ms", r.token, self.running,
@@ -176,10 +184,7 @@ class Agent:
         self.push_at = time.ticks_add(time.ticks_ms(), delay)
 
     def _remember(self, token):
-        if token is not None and token not in self.seen_tokens:
-            self.seen_tokens.append(token)
-            if len(self.seen_tokens) > 16:
-                self.seen_tokens.pop(0)
+        self.seen_tokens.add(token)
 
     def due_push(self):
         """The admitted push once its jitter delay is over (taken: returned once), else None."""
@@ -311,6 +316,7 @@ class Agent:
         saved_offer.forget(self.board.settings)
         self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
                                             "from_version": self.running, "stage": "reboot"})
+        refused_offers.forget(self.board)
         _log.info("installed %s in %s; rebooting", push.version, label)
         self._progress(push.token, 99, "installed, rebooting", False)
         self.show("show_success", "update %s installed, restarting" % push.version)
@@ -324,6 +330,7 @@ class Agent:
                   "still running %s; waiting for the next push" % self.running)
         settings = self.board.settings
         saved_offer.forget(settings)
+        refused_offers.refused(self.board, push_guard.offer_id(push), push.version, code, reason)
         settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
         settings.delete(K_PENDING)
         self._progress(push.token, code, reason)

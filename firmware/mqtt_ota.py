@@ -60,6 +60,7 @@ class Settings:
         ca_file = cfg.get("ca_file") or tls.get("ca_file")
         self.ca = _read_file(ca_file) if ca_file else None
         self.confirm_by = config.get("confirm_by", "ota_check")
+        self.allow_downgrade = cfg.get("allow_downgrade") is True  # push_guard.py
 
     def ssl_context(self):
         if not self.verify:
@@ -98,10 +99,10 @@ class Listener:
         why = agent.begin(push)
         if why:
             return agent.failed(push, ithings.STEP_DOWNLOAD_FAILED, why)
-        # force: the push names the version to run, older or newer (admission already refused
-        # the running one); the updater still checks the image header carries that version.
+        # force: the push names the version to run (admission already refused the running one
+        # and unforced downgrades); the updater still checks the image header carries it.
         offer = updater.Offer(push.url, size=push.size, md5=push.md5, version=push.version,
-                              force=True, delta=push.delta)
+                              force=True, delta=push.delta, sha256=getattr(push, "sha256", None))
         try:
             tls_of = getattr(self.ctx, "tls", None)
             label = updater.install(self.board, offer, agent.running, progress=self._on_download,

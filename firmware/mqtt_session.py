@@ -65,6 +65,19 @@ def errtext(e):
     return repr(e)
 
 
+def _mark_packets(client):
+    """Every wait_msg (check_msg's, and subscribe's wait for SUBACK) starts at a packet: the
+    socket keeps its first byte, the PUBLISH flags no umqtt.simple version passes on."""
+    orig = client.wait_msg
+
+    def wait_msg():
+        mark = getattr(client.sock, "expect_packet", None)
+        if mark is not None:
+            mark()
+        return orig()
+    client.wait_msg = wait_msg
+
+
 class Session:
     """cfg: host, port, tls, ssl_context(), client_id, username, password, keepalive,
     reconnect_max_ms; `subscriptions`: topics (QoS 1). on_connect() runs after every
@@ -82,7 +95,8 @@ class Session:
         self.ping_at = None           # when the unanswered ping went out
         self.tx_at = time.ticks_ms()
         self.queue = []               # [topic, payload, on_sent] waiting for a connection
-        self.inbox = []               # (topic, msg) received, handled by service()
+        self.inbox = []               # (topic, msg, retained) received, handled by service()
+        self.retained = False         # the retain flag of the message being handled
 
     @property
     def connected(self):
@@ -101,6 +115,7 @@ class Session:
         if ctx is not None:
             mqtt_transport.use_tls(client, ctx)
         client.set_callback(self._on_message)
+        _mark_packets(client)
         try:
             mqtt_transport.connect(client, IO_TIMEOUT_MS)
             self.sock = TimeoutSocket(client.sock, IO_TIMEOUT_MS)
@@ -240,12 +255,14 @@ class Session:
         if len(self.inbox) >= INBOX_MAX:
             _log.warning("inbox full: dropped a message on %s", topic)
             return
-        self.inbox.append((topic, msg))
+        head = getattr(self.sock, "head", None)
+        self.inbox.append((topic, msg, head is not None and bool(head & 1)))
 
     def _drain(self):
         while self.inbox:
-            topic, msg = self.inbox.pop(0)
+            topic, msg, self.retained = self.inbox.pop(0)  # the handler may ask (push_guard)
             try:
                 self.handler(topic.decode() if isinstance(topic, bytes) else topic, msg)
             except Exception as e:  # a bad message must never look like a broken connection
                 _log.error("message on %s not handled: %r", topic, e)
+            self.retained = False

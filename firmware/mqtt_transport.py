@@ -72,8 +72,22 @@ class TimeoutSocket:
         self.nb = False
         self.rx_at = time.ticks_ms()
         self.rx_bytes = 0
+        self.head = None             # first byte of the last MQTT packet (its fixed header)
+        self._want_head = False
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+
+    def expect_packet(self):
+        """The next byte read starts a packet: keep it as .head (umqtt.simple reads a PUBLISH's
+        flags but does not hand them over: the retain bit is bit 0, MQTT 3.1.1 section 3.3.1.3)."""
+        self._want_head = True
+
+    def _got(self, d):
+        if self._want_head:
+            self._want_head = False
+            self.head = d[0]
+        self.rx_at = time.ticks_ms()
+        self.rx_bytes += len(d)
 
     def setblocking(self, flag):
         self.nb = not flag
@@ -93,8 +107,7 @@ class TimeoutSocket:
             watchdog.feed()  # check_msg: the listener's loop, or its download progress callback
             d = self.s.read(n)
             if d:
-                self.rx_at = time.ticks_ms()
-                self.rx_bytes += len(d)
+                self._got(d)
             return d
         deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
         buf = b""
@@ -107,8 +120,7 @@ class TimeoutSocket:
                 break  # EOF: a short read, which umqtt.simple turns into an error
             buf += d
         if buf:
-            self.rx_at = time.ticks_ms()
-            self.rx_bytes += len(buf)
+            self._got(buf)
         return buf
 
     def write(self, buf, n=None):

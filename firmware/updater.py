@@ -7,7 +7,8 @@
 #   source:  HttpSource (Range resume), wrapped by GzipSource (a ".gz" URL, or a response with
 #            Content-Encoding: gzip) -- so what follows always sees plain image bytes;
 #            or by DeltaSource (offer.delta: the URL is a patch against the running image);
-#   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256;
+#   checks:  HeaderCheck (magic, chip, esp_app_desc_t, version), Digest md5/sha256,
+#            ImageCheck (the image's checksum byte and appended SHA-256);
 #   writer:  FlashWriter (lazy 64 KiB / 4 KiB erase, program once, read-back, scrub);
 #   signature: SignatureStage (Secure Boot V2, when the policy from config + efuse says so),
 #            verified after the read-back, before commit;
@@ -38,6 +39,7 @@ from firmware.update.errors import (E_DOWNLOAD, E_FLASH, E_INTEGRITY, E_VERSION,
                                     UpdateError, short)
 from firmware.update.flash_writer import BLOCK, FlashWriter
 from firmware.update.http_source import HttpSource
+from firmware.update.image_check import ImageCheck
 from firmware.update.pace import DEFAULT_RATE, Ticker, min_rate  # noqa: F401 -- for callers
 from firmware.update.pipeline import PROGRESS_MS, Pipeline  # noqa: F401
 
@@ -155,6 +157,7 @@ class _Update:
         taps = []
         if self.sha256:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
+        image.append(ImageCheck())  # the image's own checksum and SHA-256, after the offer's
         if wire and self.md5:
             taps.insert(0, checks.Digest("md5", self.md5))
         src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps, self.min_rate)

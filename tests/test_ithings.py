@@ -24,7 +24,7 @@ for m in msgs:
     d = {"kind": r.kind, "token": r.token, "version": r.version}
     if r.kind == "push":
         d.update(url=r.url, size=r.size, md5=r.md5, name=r.name, force=r.force, method=r.method,
-                 delta=r.delta)
+                 delta=r.delta, sha256=r.sha256)
     else:
         d["reason"] = r.reason
         if r.kind == "reject":
@@ -92,11 +92,21 @@ def test_sign_method_any_case_and_string_numbers():
     assert r[2]["md5"] == MD5
 
 
+def test_sign_method_sha256_carries_the_signature_as_the_files_sha256():
+    sha = "c0ffee" * 10 + "abcd"
+    r = run_push([single(signMethod="SHA256", signature=sha.upper(), fileMd5=None),
+                  single(signMethod="sha256", signature=sha)])
+    assert [x["kind"] for x in r] == ["push", "push"]
+    assert r[0]["sha256"] == sha and r[0]["md5"] is None
+    assert r[1]["sha256"] == sha and r[1]["md5"] == MD5      # a fileMd5 beside it: checked too
+
+
 def test_admission_rejections_and_codes():
     cases = [
         (single(isDiff=3), -4, "isDiff 3"),
         (single(isDiff="full"), -4, "isDiff full"),
-        (single(signMethod="sha256"), -4, "signMethod"),
+        (single(signMethod="sha1"), -4, "signMethod"),
+        (single(signMethod="SHA256"), -4, "bad sha256"),           # signature holds an md5
         (single(version=None), -4, "version"),
         (single(size=0), -4, "size"),
         (single(size=-5), -4, "size"),

@@ -126,10 +126,16 @@ a.handle(DOWN, push(version="1.2.0", token="c"))  # another version: busy
 p = a.due_push()
 a.begin(p)
 a.handle(DOWN, push(version="1.2.0", token="d"))  # still busy while installing
-print(json.dumps([p.token, a.due_push(), brief(s.out), ctx.board.settings.get("mqtt_ota_pending")]))
+print(json.dumps([p.token, a.due_push(), brief(s.out), ctx.board.settings.get("mqtt_ota_pending"),
+                  [[m["msgToken"], m["params"]["desc"]] for t, m, q, how in s.out]]))
 """)
     assert got[0] == "a" and got[1] is None
-    assert got[2] == [["$ota/up/progress", "progress", 1, 0, "publish"]]
+    # another version while one waits or installs: answered -1 "busy" (QoS 1), not taken
+    assert got[2] == [["$ota/up/progress", "progress", -1, 1, "send"],
+                      ["$ota/up/progress", "progress", 1, 0, "publish"],
+                      ["$ota/up/progress", "progress", -1, 1, "send"]]
+    assert got[4] == [["c", "busy updating to 1.1.0"], ["a", "downloading"],
+                      ["d", "busy updating to 1.1.0"]]
     assert got[3] == {"pending_version": "1.1.0", "token": "a", "from_version": "1.0.0",
                       "stage": "download"}
 
@@ -151,7 +157,8 @@ print(json.dumps([steps, brief(s.out), ctx.board.settings.data]))
     steps, after, data = got
     assert steps == [1, 50, 99]                   # whole-percent changes, never 0 or 100
     assert after == [["$ota/up/progress", "progress", -1, 1, "send"], ["$thing/up/property", "reportInfo", None, 1, "publish"]]
-    assert data == {"mqtt_ota_last": {"token": "t1", "version": "1.1.0", "step": -1}}
+    assert data == {"mqtt_ota_last": {"token": "t1", "version": "1.1.0", "step": -1},
+                    "mqtt_ota_seen": ["t1"]}
 
 
 def test_download_progress_is_at_most_once_a_second():

@@ -98,7 +98,7 @@ def test_missed_pings_trigger_reconnect(amqtt, ota, product, platforms, tmp_path
     assert log.count("connected; subscribed") >= 2
 
 
-def test_duplicates_busy_and_foreign_pushes_are_ignored(amqtt, ota, product, platforms, slow,
+def test_duplicates_and_foreign_pushes_are_ignored_busy_ones_answered(amqtt, ota, product, platforms, slow,
                                                         tmp_path):
     files = slow(150 * 1024)
     image = build_image.build_image("1.1.0", size=250000)
@@ -120,8 +120,11 @@ def test_duplicates_busy_and_foreign_pushes_are_ignored(amqtt, ota, product, pla
     assert rc == REBOOT, log
     assert len(files.requests) == 1, files.requests
     assert "duplicate of the update in progress" in log and "busy updating to 1.1.0" in log
-    for t in (dup, other, foreign):
+    for t in (dup, foreign):
         assert plat.progress(DEV, t) == [] and plat.progress("OTHERDEVICE", t) == []
+    # the other version was not taken, and the platform is told so rather than left waiting
+    assert [(p["step"], p["desc"]) for p in plat.progress(DEV, other)] == \
+        [(-1, "busy updating to 1.1.0")]
     assert "OTHERDEVICE" not in log
     subs = [line for line in log.splitlines() if "subscribed" in line]
     assert subs and all("+" not in s and "#" not in s for s in subs)

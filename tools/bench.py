@@ -34,6 +34,10 @@ the repository root and prints it. Keys:
   own share, the board, the update's working set).
 - app_min_heap_kib {mpy, frozen_like}: the same for the whole app (tools/app_heap.py: boot, OTA
   check, update, reboot); frozen-like also leaves out the simulated LCD's 150 KiB GRAM.
+- image_check_4MiB: the stream check of the image's checksum and appended SHA-256 alone over
+  4 MiB in 4 KiB chunks (s, beside md5_s over the same chunks; the bare loop subtracted) and
+  the bytes it allocates per chunk (median, goal 0; chunks_that_allocate: the few where a
+  segment header or the image's tail goes by).
 - gzip_4MiB: the 4 MiB image served as a .gz file (rate, heap, flash work).
 - delta: a delta update against the full update of the same image, both through install(), for
   the real-world pair (tools/delta_bench.py section(): bytes downloaded, MiB/s with viper and
@@ -366,6 +370,42 @@ elif mode in ('fit', 'frozen'):
     engine(chunk=chunk)
     out['ok'] = True
 
+elif mode == 'image_check':
+    # The stream check of the image's checksum and appended SHA-256 alone (4 KiB chunks from
+    # memory), beside md5 over the same chunks and the bare loop; bytes allocated per chunk.
+    import io
+    from firmware.update.image_check import ImageCheck
+    with open(a['file'], 'rb') as f:
+        data = f.read()
+    buf = bytearray(4096)
+    marks = array.array('q', [0] * (len(data) // 4096 + 1))
+    def feed(c, alloc=False):
+        src = io.BytesIO(data)
+        k = 0
+        if alloc:
+            gc.collect()
+            gc.disable()
+        t = time.ticks_us()
+        while src.readinto(buf):
+            if alloc:
+                marks[k] = gc.mem_alloc()
+            if c is not None:
+                c.update(buf)
+            k += 1
+        t = time.ticks_diff(time.ticks_us(), t)
+        if alloc:
+            gc.enable()
+            d = [marks[i + 1] - marks[i] for i in range(k - 1)]
+            out['alloc'] = [sorted(d)[len(d) // 2], sum(1 for x in d if x)]
+        return t / 1e6
+    best = {}
+    for _ in range(3):
+        for name, mk in (('loop', lambda: None), ('md5', hashlib.md5), ('image_check', ImageCheck)):
+            t = feed(mk())
+            best[name] = min(best.get(name, t), t)
+    out['s'] = best
+    feed(ImageCheck(), alloc=True)
+
 elif mode == 'consumers':
     gc.collect()
     m0 = gc.mem_alloc()
@@ -629,6 +669,16 @@ def main():
                 "sim_flash_program_call": sim,
                 "engine_median": int(statistics.median(d)) - sim,
                 "other_chunks": {str(i): x for i, x in enumerate(d) if x != statistics.median(d)}}
+        # The image's own checksum + SHA-256 checked on the stream (update/image_check.py).
+        path = os.path.join(work, "4MiB.bin")
+        with open(path, "wb") as f:
+            f.write(bench.images["4MiB"])
+        ic = bench.run("image_check", "4MiB", heapsize=16384, file=path)
+        s = ic["s"]
+        out["image_check_4MiB"] = {
+            "s": round(s["image_check"] - s["loop"], 3), "md5_s": round(s["md5"] - s["loop"], 3),
+            "mib_s": round(RATE_SIZE / MIB / max(s["image_check"] - s["loop"], 1e-6), 1),
+            "alloc_per_chunk_bytes": ic["alloc"][0], "chunks_that_allocate": ic["alloc"][1]}
         # Heap floor of a 4 MiB update (default chunk choice: 4 KiB at these heap sizes).
         out["min_heapsize_kib"] = {"py": bench.min_heapsize("4MiB", mpy=False),
                                    "mpy": bench.min_heapsize("4MiB", mpy=True),
@@ -654,6 +704,7 @@ def main():
                 out["heap_alloc_per_chunk_detail"]["engine_median"] == 0
                 and out["heap_alloc_per_chunk_detail_4KiB_stage"]["engine_median"] == 0
                 and out["heap_alloc_per_chunk_detail_64KiB"]["engine_median"] == 0,
+            "image_check_alloc_per_chunk==0": out["image_check_4MiB"]["alloc_per_chunk_bytes"] == 0,
             "min_free_heap_kib<=48": (out["min_free_heap_kib"] or 9999) <= 48,
             "signature_added_vs_sim_update<=0.05": out["signature"]["added_vs_sim_update"] <= 0.05,
             "signature_added_vs_board_model<=0.05": out["signature"]["added_vs_board_model"] <= 0.05,
