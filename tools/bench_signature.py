@@ -33,6 +33,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import app_heap  # noqa: E402
 import build_image  # noqa: E402
 
 MICROPYTHON = os.environ.get("MICROPYTHON") or os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -127,16 +128,8 @@ def finish_peak(args):
                            env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True,
                            timeout=120)
         return p.returncode == 0 and '"ok": true' in p.stdout
-    lo, hi = 0, 64 * 1024
-    if not fits(hi):
-        return None
-    while hi - lo > 64:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    steps = app_heap.smallest(lambda k: fits(k * 64), 0, 1024)  # 64-byte steps up to 64 KiB
+    return None if steps is None else steps * 64
 
 
 def update_seconds():
