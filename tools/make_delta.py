@@ -22,6 +22,12 @@ from esptool.bin_image import LoadFirmwareImage
 ESP_DELTA_MAGIC = 0xFCCDDE10  # sha256("esp_delta_ota")[:4], per esp_delta_ota_patch_gen.py
 HEADER_LEN = 64
 COMPRESSIONS = ("heatshrink", "none", "crle")
+# heatshrink's encoder (heatshrink2 0.15.0, heatshrink_encoder.c do_indexing/find_longest_match)
+# keeps its match index in int16_t over a buffer of 2 << window_bits bytes. With window_bits 15
+# the positions from 32768 up wrap negative, the search reads before its buffer, and the output
+# varies from run to run or the encoder never returns. The format (and our decoder) allow 15;
+# the reference encoder is only sound up to 14.
+MAX_WINDOW_BITS = 14
 
 
 class DeltaToolError(Exception):
@@ -46,6 +52,11 @@ def make_patch(base, new, compression="heatshrink", window_bits=8, lookahead_bit
     """The bare detools sequential patch (bytes) from `base` to `new`, checked with detools."""
     if compression not in COMPRESSIONS:
         raise DeltaToolError("compression must be one of %s" % ", ".join(COMPRESSIONS))
+    if compression == "heatshrink" and not (4 <= window_bits <= MAX_WINDOW_BITS
+                                            and 3 <= lookahead_bits < window_bits):
+        raise DeltaToolError("heatshrink needs 4 <= window bits <= %d (heatshrink's encoder indexes "
+                             "its buffer with int16_t) and 3 <= lookahead bits < window bits"
+                             % MAX_WINDOW_BITS)
     out = io.BytesIO()
     detools.create_patch(io.BytesIO(base), io.BytesIO(new), out, compression=compression,
                          patch_type="sequential", heatshrink_window_sz2=window_bits,
@@ -81,7 +92,7 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--compression", default="heatshrink", choices=COMPRESSIONS)
     ap.add_argument("--no-header", action="store_true", help="leave out the esp_delta_ota header")
-    ap.add_argument("--window-bits", type=int, default=8, help="heatshrink window (4..15)")
+    ap.add_argument("--window-bits", type=int, default=8, help="heatshrink window (4..%d)" % MAX_WINDOW_BITS)
     ap.add_argument("--lookahead-bits", type=int, default=7, help="heatshrink lookahead (3..window-1)")
     ap.add_argument("--chip", default="esp32s3")
     args = ap.parse_args(argv)
