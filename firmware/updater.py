@@ -157,7 +157,6 @@ class _Update:
         taps = []
         if self.sha256:
             (taps if gz else image).append(checks.Digest("sha256", self.sha256))
-        image.append(ImageCheck())  # the image's own checksum and SHA-256, after the offer's
         if wire and self.md5:
             taps.insert(0, checks.Digest("md5", self.md5))
         src = HttpSource(self.url, self.size, self.tls, self.timeout_ms, taps, self.min_rate)
@@ -179,8 +178,15 @@ class _Update:
         writer.resume(written)
         self.writers.append(writer)
         self.sig = signature_stage.stage(self.policy, writer, self.buf)
-        if self.sig is not None:
-            image.append(self.sig)
+        # The image's own checksum and SHA-256, after the offer's digests. With a signature
+        # stage it is judged after the signature (a signed image's fault is the signature's to
+        # name), and a required signature stands in for its SHA-256 (image_check.py).
+        sig = self.sig
+        own = ImageCheck(digest=not (sig and self.policy.required), defer=sig is not None)
+        image.append(own)
+        if sig is not None:
+            sig.then = own
+            image.append(sig)
         return Pipeline(src, self.header, image, writer, self.buf, (self.label, self.psize),
                         md5, taps, None if wire else self.size, store, progress, probe,
                         self.tick)

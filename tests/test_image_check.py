@@ -201,3 +201,38 @@ print(json.dumps([marks[i + 1] - marks[i] for i in range(k)]))
     assert len(got) == 256 and len(marked) <= 5
     assert [i for i, x in enumerate(got) if x and i not in marked] == []
     assert sum(1 for x in got if x == 0) >= 251
+
+
+def test_digest_off_skips_only_the_sha256_and_defer_waits_for_the_verdict(tmp_path):
+    """ImageCheck(digest=False) (the updater's choice when a signature is required) passes an
+    image whose appended SHA-256 alone is broken, and still refuses a broken checksum; with
+    defer=True, finish() raises nothing and verdict() gives the same answer."""
+    img = bytearray(build_image.build_image("1.1.0", size=40000, seed=1))
+    bad_digest = bytes(img[:-1]) + bytes([img[-1] ^ 1])
+    bad_sum = bytearray(img)
+    bad_sum[20000] ^= 1
+    paths = [_write(str(tmp_path), n, d) for n, d in
+             (("digest.bin", bad_digest), ("sum.bin", bytes(bad_sum)))]
+    assert [esptool_verdict(p) for p in paths] == [("valid", "invalid"), ("invalid", "invalid")]
+    got = mpy_json(r"""
+import json
+from firmware.update.image_check import ImageCheck
+from firmware.update.errors import UpdateError
+out = []
+for path in %r:
+    data = open(path, "rb").read()
+    for kw in ({}, {"digest": False}, {"digest": False, "defer": True}):
+        c = ImageCheck(**kw)
+        c.update(data)
+        try:
+            c.finish(len(data))
+            if kw.get("defer"):
+                c.verdict()
+            out.append(None)
+        except UpdateError as e:
+            out.append(e.reason.split(" (")[0])
+print(json.dumps(out))
+""" % paths)
+    assert got == ["image digest does not verify", None, None,
+                   "image digest does not verify", "image checksum does not verify",
+                   "image checksum does not verify"]

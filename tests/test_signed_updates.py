@@ -195,6 +195,44 @@ def test_signatures_off_with_a_key_still_checks_signed_images(tmp_path, server, 
     assert_refused(root, r, -2, "hash mismatch", otadata)
 
 
+def bad_digest_image(folder):
+    """The 1.1.0 image with its appended SHA-256 broken, as esptool reads it (the oracle)."""
+    from esptool.bin_image import LoadFirmwareImage
+    good = build_image.build_image(NEW, size=150000, seed=5)
+    img = LoadFirmwareImage("esp32s3", good)
+    assert img.append_digest and img.stored_digest == img.calc_digest
+    bad = flip(good, len(good) - 1)
+    img = LoadFirmwareImage("esp32s3", bad)
+    assert img.stored_digest != img.calc_digest
+    path = folder / "bad_digest.bin"
+    path.write_bytes(bad)
+    return path
+
+
+def test_a_required_signature_stands_in_for_the_stream_digest_and_set_boot_still_checks_it(
+        tmp_path, server, keys):
+    """With signatures required the stream does not hash the image a second time: an image
+    signed over a broken appended digest passes the signature, and set_boot's verify (ESP-IDF's
+    esp_image_verify on a board) refuses it before the boot partition changes."""
+    signed = sign(bad_digest_image(tmp_path), tmp_path / "signed.bin", keys["A"]).read_bytes()
+    root = make_root(tmp_path / "dev")
+    otadata = flash_at(root, *OTADATA)
+    r = install(root, server, signed, trust(keys["A"]))
+    assert "signature verified" in r["log"], r
+    assert_refused(root, r, -2, "image digest does not verify", otadata)
+
+
+def test_unsigned_image_with_signatures_optional_still_has_its_digest_checked_in_the_stream(
+        tmp_path, server, keys):
+    root = make_root(tmp_path / "dev")
+    otadata = flash_at(root, *OTADATA)
+    r = install(root, server, bad_digest_image(tmp_path).read_bytes(),
+                trust(keys["A"], required=False))
+    assert "unsigned image accepted" in r["log"], r
+    assert_refused(root, r, -2, "image digest does not verify", otadata)
+    assert flash_at(root, OTA1, SECTOR) == b"\xff" * SECTOR
+
+
 @pytest.mark.parametrize("running,efuse,offered,ok", [
     (3, 0, 2, False), (3, 0, 3, True), (3, 0, 4, True), (0, 5, 4, False), (0, 5, 5, True)])
 def test_secure_version_floor_holds_even_with_force(tmp_path, server, running, efuse, offered, ok):

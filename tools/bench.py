@@ -717,6 +717,8 @@ def main():
             "image_check_alloc_per_chunk==0": out["image_check_4MiB"]["alloc_per_chunk_bytes"] == 0,
             "min_free_heap_kib<=48": (out["min_free_heap_kib"] or 9999) <= 48,
             "signature_added_vs_sim_update<=0.05": out["signature"]["added_vs_sim_update"] <= 0.05,
+            "signature_end_to_end_added_vs_sim_update<=0.05":
+                out["signature"]["end_to_end_added_vs_sim_update"] <= 0.05,
             "signature_added_vs_board_model<=0.05": out["signature"]["added_vs_board_model"] <= 0.05,
             "signature_heap_on_minus_off<=4096": out["signature"]["heap_on_minus_off_bytes"] <= 4096,
             "app_frozen_like<=128": (out["app_min_heap_kib"]["frozen_like"] or 9999) <= 128,

@@ -44,9 +44,17 @@ class _Walk(app_image.StreamLength):
 
 class ImageCheck:
     """Feed the image stream with update(buf); finish(end) raises UpdateError (-2) when the
-    checksum or the appended digest does not match what went by."""
+    checksum or the appended digest does not match what went by.
+    - digest=False leaves the SHA-256 out: a required Secure Boot V2 signature covers every
+      byte of the image, the appended digest included, and set_boot still checks that digest
+      (a second SHA-256 pass would cost as much as the signature stage itself);
+    - defer=True: finish() only notes the end and verdict() checks, so the signature stage can
+      name a signed image's fault first ("hash mismatch" rather than a checksum)."""
 
-    def __init__(self):
+    def __init__(self, digest=True, defer=False):
+        self._digest = digest
+        self._defer = defer
+        self._end = None
         self._walk = _Walk()
         self._h = None          # SHA-256 of the bytes before the digest, when one is appended
         self._acc = 0           # XOR of the segment data bytes so far
@@ -65,7 +73,7 @@ class ImageCheck:
             if w.error is not None:
                 return          # not an app image: HeaderCheck refuses it, finish() too
             w.feed(pos, data)
-            if pos == 0 and w._hashed:
+            if pos == 0 and w._hashed and self._digest:
                 self._h = hashlib.sha256()
             if w.length is not None:
                 self._body = (w.segs[-1][1] + 16) & ~15  # app_image._body_end
@@ -104,6 +112,12 @@ class ImageCheck:
             self._tail[i - body] = data[i - pos]
 
     def finish(self, end):
+        self._end = end
+        if not self._defer:
+            self.verdict()
+
+    def verdict(self):
+        end = self._end
         w = self._walk
         if w.length is None:
             raise UpdateError(E_INTEGRITY, "bad image: %s" % (w.error or "segments never end"))

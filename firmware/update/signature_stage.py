@@ -71,6 +71,7 @@ class SignatureStage:
         self.update = check.update  # no wrapper call per chunk
         self.writer = writer
         self.buf = buf if len(buf) >= SECTOR else None  # else secure_boot allocates 4 KiB
+        self.then = None  # a deferred check judged after the signature (updater: ImageCheck)
 
     def finish(self, end):
         pass  # see verify()
@@ -88,6 +89,8 @@ class SignatureStage:
             _log.info("signature verified (block %d, key %s)", chk.block, chk.key)
         else:
             _log.warning("unsigned image accepted: signatures are not required")
+        if self.then is not None:
+            self.then.verdict()
 
 
 def stage(pol, writer, buf):
