@@ -303,6 +303,12 @@ def main(argv=None):
         sys.path.insert(0, HERE)
         import mkflash  # a freshly flashed simulated ESP-BOX-3: flash image, efuse, Wi-Fi
         mkflash.make_device_root(args.root)
+    # Stop cleanly on SIGINT and SIGTERM, even when started in the background: a shell starts
+    # an `&` job with SIGINT ignored, and Python then installs no handler of its own.
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     board = SimSerialBoard(args.root).start()
     print(board.port, flush=True)
     try:
