@@ -226,7 +226,8 @@ class Agent:
             _log.warning("update to %s was interrupted by a reset; resuming it (start %d of %d)",
                          r["version"], r["starts"] + 1, saved_offer.MAX_RESUMES + 1)
             self.push = ithings.Push(r["token"], r["version"], r["url"], r["size"], r["md5"],
-                                     force=True)
+                                     force=True, delta=bool(r.get("delta")),
+                                     sha256=r.get("sha256"))
             self.push_at = time.ticks_ms()
             return
         saved_offer.forget(settings)
@@ -283,7 +284,7 @@ class Agent:
         """An update starts: recorded first, so a reset mid-update is resumed or reported (-1)
         after the next boot. Returns why it must not start (too many resets), else None."""
         why = saved_offer.begin(self.board.settings, "push", push.version, push.url, push.md5,
-                                push.size, push.token)
+                                push.size, push.token, push.delta, push.sha256)
         if why:
             return why
         self.updating = push.version

@@ -1,7 +1,8 @@
 # The offer being installed, kept across a reset (settings "ota_offer"), so that an update cut
 # by a power loss or a crash continues by itself instead of waiting for a new push:
 #   {"source": "push" | "check", "token": the push's msgToken (None for a check offer),
-#    "version", "url", "md5", "size", "starts": downloads begun for this offer}
+#    "version", "url", "md5", "size", "starts": downloads begun for this offer,
+#    "delta": true for a patch (isDiff 2), "sha256": the push's file digest -- only when set}
 # The bytes already on flash are the updater's business (update/resume.py continues from its
 # record); this module only decides whether the offer may be taken up again:
 #   - a pre-signed URL (X-Amz-Date + X-Amz-Expires in its query) that has expired cannot be
@@ -27,18 +28,25 @@ def _same(r, source, token, version, url, md5, size):
         (md5 or r.get("url") == url)
 
 
-def begin(settings, source, version, url, md5=None, size=None, token=None):
+def begin(settings, source, version, url, md5=None, size=None, token=None, delta=False,
+          sha256=None):
     """A download of this offer starts. Returns None, or why it must not (too many starts).
-    Counted before the first byte, so a reset during the download still counts."""
+    Counted before the first byte, so a reset during the download still counts. `delta` and
+    `sha256` are kept so a resumed offer is checked and applied as the first start was."""
     r = settings.get(KEY)
     starts = r.get("starts", 0) if _same(r, source, token, version, url, md5, size) else 0
     if not isinstance(starts, int) or starts < 0:
         starts = 0
     if starts > MAX_RESUMES:
         return "interrupted by a reset %d times; gave up" % starts
+    r = {"source": source, "token": token, "version": version, "url": url, "md5": md5,
+         "size": size, "starts": starts + 1}
+    if delta:
+        r["delta"] = True
+    if sha256:
+        r["sha256"] = sha256
     try:
-        settings.set(KEY, {"source": source, "token": token, "version": version, "url": url,
-                           "md5": md5, "size": size, "starts": starts + 1})
+        settings.set(KEY, r)
     except OSError as e:  # costs the resume ability, not the update
         _log.warning("cannot save the offer: %s", e)
     return None

@@ -67,6 +67,54 @@ def test_a_download_cut_by_a_reset_resumes_from_its_saved_offset(amqtt, ota, pro
     assert -1 not in steps(plat, DEV, token)
 
 
+def test_a_delta_push_cut_by_a_reset_restarts_its_patch_and_installs(amqtt, ota, product,
+                                                                     platforms, slow, tmp_path):
+    """The resumed push is still a delta (isDiff 2): the patch is fetched again from byte 0
+    (a delta keeps no resume record) and applied to the running image, not written as an image."""
+    import make_delta
+    files = slow(RATE)
+    new = build_image.build_image("1.1.0", size=SIZE)
+    patch = make_delta.make_delta(build_image.build_image("1.0.0"), new)  # what Device runs
+    url = files.add("app.patch.bin", patch)
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    proc = dev.boot(60000)
+    assert plat.wait_report(DEV, timeout=15)
+    token = push_file(plat, DEV, "1.1.0", url, patch, is_diff=2)
+    saved = _kill_when(dev, proc, plat, token, 40)
+    assert saved["ota_offer"]["delta"] is True, saved
+    t_restart = time.time()
+    rc, log = dev.run(60000)
+    assert rc == REBOOT and "resuming it (start 2 of 4)" in log, log
+    assert [g[2] for g in _firmware_gets(files, t_restart)] == [None], log  # the whole patch
+    assert "installed 1.1.0 in ota_1" in log, log
+    rc, log = dev.run(4000)
+    assert "boot 1.1.0" in log and plat.wait_step(DEV, [100], token, timeout=10), log
+
+
+def test_a_sha256_push_cut_by_a_reset_is_still_checked_against_its_sha256(
+        amqtt, ota, product, platforms, slow, tmp_path):
+    """signMethod SHA256 survives the reset: a file that does not match the pushed SHA-256 is
+    refused (-2) after the resumed download too, and the old image keeps running."""
+    import hashlib
+    files = slow(RATE)
+    image = build_image.build_image("1.1.0", size=SIZE)
+    url = files.add("app.bin", image)
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    proc = dev.boot(60000)
+    assert plat.wait_report(DEV, timeout=15)
+    token = plat.push(DEV, "1.1.0", url, len(image), hashlib.sha256(b"other").hexdigest(),
+                      sign_method="SHA256", name="app.bin")
+    saved = _kill_when(dev, proc, plat, token, 40)
+    assert saved["ota_offer"]["sha256"] == hashlib.sha256(b"other").hexdigest(), saved
+    rc, log = dev.run(20000)
+    assert "resuming it (start 2 of 4)" in log, log
+    got = plat.wait_step(DEV, [-2], token, timeout=10)
+    assert got and got["desc"] == "sha256 mismatch", (got, log)
+    assert "installed" not in log, log
+
+
 def _amz_date(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
