@@ -25,6 +25,18 @@ def test_a_body_below_the_minimum_rate_is_retried_once_then_fails_too_slow(root,
     assert_old_boots(root)
 
 
+def test_a_firmware_body_at_1_byte_per_second_ends_on_time_and_says_so(root, server):
+    """The slow-loris case: 1 byte/s never trips a socket timeout; the rate floor ends it."""
+    server.fault = {"pace": (1, 1.0)}
+    t = time.time()
+    r, out = _run(root, offer_for(server, image()), min_rate=[1024, 2000])
+    took = time.time() - t
+    _failed(r, -1, "download too slow")
+    assert took < 12, took                     # two 2 s windows, not SIZE seconds
+    assert "download too slow" in out and "retrying" in out, out
+    assert_old_boots(root)
+
+
 def test_a_slow_body_above_the_floor_completes(root, server):
     data = image(size=40000)
     server.fault = {"pace": (2000, 0.1)}       # ~20 KB/s against a 1 KiB/s floor
