@@ -15,7 +15,7 @@
 # Wi-Fi MAC as 12 upper-case hex digits; client id is {productID}&{deviceName}.
 import time
 
-from firmware import confirm_deadline, ithings, log, mqtt_config, tls_config
+from firmware import confirm_deadline, ithings, log, mqtt_config, tls_config, watchdog
 from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
@@ -172,9 +172,9 @@ def listen(ctx, duration_ms=None):
         why = str(e)
     if why is None:
         return listener.run(duration_ms)
-    _log.error("MQTT upgrade pushes off: %s", why)
+    _log.info("MQTT upgrade pushes off: %s", why)  # a setting, not a fault (issue 15)
     if duration_ms is None:
         v = ctx.config.get("recheck_interval_s", 3600)
         duration_ms = int(v * 1000) if isinstance(v, (int, float)) and v > 0 else 3600000
-    time.sleep_ms(duration_ms)
+    watchdog.sleep_ms(duration_ms)  # an idle hour must not starve the watchdog
     return "not configured"

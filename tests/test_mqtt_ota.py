@@ -281,6 +281,29 @@ print(json.dumps(out))
     assert "product_id" in res[5]
 
 
+def test_listen_without_a_push_channel_feeds_the_watchdog_while_it_idles(tmp_path):
+    """The idle hour of an unconfigured push channel is longer than the watchdog's timeout."""
+    import mkflash
+    mkflash.make_device_root(str(tmp_path), config={"mqtt": {"host": "127.0.0.1"}})
+    code = """
+import sys
+from firmware import watchdog
+class W:
+    fed = 0
+    def feed(self):
+        W.fed += 1
+watchdog._wdt = W()
+sys.argv.append("1000")
+exec(open(%r).read())
+print("FED", W.fed)
+""" % DRIVER
+    proc = subprocess.run([MICROPYTHON, "-c", code], cwd=str(tmp_path), env=mpy_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert "listen -> not configured" in proc.stdout, proc.stdout + proc.stderr
+    fed = int(proc.stdout.split("FED ")[1].split()[0])
+    assert fed >= 2, proc.stdout
+
+
 def test_listen_without_product_id_idles_and_says_why(tmp_path):
     import mkflash
     mkflash.make_device_root(str(tmp_path), config={"mqtt": {"host": "127.0.0.1"}})
