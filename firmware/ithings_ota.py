@@ -205,6 +205,9 @@ class Agent:
             _log.info("running the new version %s; waiting for reportInfoReply to confirm it",
                       self.running)
             self.confirm = p
+            if not p.get("ran"):  # the new image got this far: a rollback now is its own doing
+                p["ran"] = True
+                self.board.settings.set(K_PENDING, p)
             return
         if p.get("stage") == "download":  # a reset (power loss) cut the update short
             self._interrupted(p, token)
@@ -212,6 +215,9 @@ class Agent:
         why = "rolled back to %s" % self.running
         if p.get("why"):  # confirm_deadline.py said why before the reset
             why = "%s: %s %s" % (why, p["pending_version"], p["why"])
+        elif not p.get("ran"):  # install_record.py's case, for a push: the platform may retry
+            why = "%s: %s never ran (cut at first boot)" % (
+                why, p["pending_version"])
         _log.warning("update to %s did not stick: %s", p["pending_version"], why)
         self.show("show_failure", "update to %s rolled back" % p["pending_version"],
                   "running %s" % self.running)

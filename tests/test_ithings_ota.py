@@ -197,16 +197,19 @@ print(json.dumps([before, list(Part.valid), brief(s.out), s.out[-1][1]["msgToken
 def test_interrupted_and_rolled_back_updates_are_reported():
     got = run(r"""
 out = []
-for stage in ("download", "reboot"):
+for stage, ran in (("download", False), ("reboot", False), ("reboot", True)):
     rec = {"mqtt_ota_pending": {"pending_version": "1.1.0", "token": "t-" + stage,
-                                "from_version": "1.0.0", "stage": stage}}
+                                "from_version": "1.0.0", "stage": stage, "ran": ran}}
     a, s, ctx = agent("1.0.0", rec)
     a.check_pending()
     out.append([s.out[0][1]["params"], "mqtt_ota_pending" in ctx.board.settings.data])
 print(json.dumps(out))
 """)
     assert got[0] == [{"step": -1, "desc": "interrupted by a reset", "module": "default"}, False]
-    assert got[1] == [{"step": -3, "desc": "rolled back to 1.0.0", "module": "default"}, False]
+    assert got[1] == [{"step": -3, "desc": "rolled back to 1.0.0: 1.1.0 never ran (cut at first "
+                                           "boot)", "module": "default"}, False]
+    # it ran (check_pending on the new image marked it): the rollback was its own doing
+    assert got[2] == [{"step": -3, "desc": "rolled back to 1.0.0", "module": "default"}, False]
 
 
 def test_session_backoff_and_queue_without_a_broker():

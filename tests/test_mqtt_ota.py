@@ -170,6 +170,31 @@ def test_unconfirmed_image_rolls_back_and_reports(amqtt, ota, product, platforms
     assert "mqtt_ota_pending" not in dev.settings()
 
 
+def test_a_power_cut_during_a_pushed_images_first_boot_is_reported_with_its_reason(
+        amqtt, ota, product, platforms, tmp_path):
+    """The new image never ran (power off before the app): the old image reports -3 and why,
+    so the platform knows a retry is worth it; then the same version pushed again installs."""
+    from ota_helpers import ota_state
+    dev = Device(tmp_path, amqtt, product, ota)
+    plat = platforms(amqtt, product)
+    image = build_image.build_image("1.1.0", size=100000)
+    proc = dev.boot(20000)
+    assert plat.wait_report(DEV, timeout=15)
+    token = plat.push_image(DEV, "1.1.0", image, push.ImageHost(server=ota), "single")
+    rc, log = dev.finish(proc)
+    assert rc == REBOOT, log
+    assert ota_state(str(tmp_path)) == ["ota_1", "1.1.0", "pending-verify"]  # power on, off
+    proc = dev.boot(20000)                    # the bootloader rolled back
+    got = plat.wait_step(DEV, FAIL_STEPS, token, timeout=15)
+    assert got and got["step"] == -3, Device.read(proc)
+    assert got["desc"] == "rolled back to 1.0.0: 1.1.0 never ran (cut at first boot)", got
+    token2 = plat.push_image(DEV, "1.1.0", image, push.ImageHost(server=ota), "single")
+    rc, log = dev.finish(proc)
+    assert rc == REBOOT, log
+    rc, log = dev.run(3000)
+    assert plat.wait_step(DEV, [100], token2, timeout=5), log
+
+
 # lib/'s pinned 1.3.4, and what MicroPython v1.24 / v1.25-26 / v1.27-28 freeze into the esp32
 # firmware (the copy a board really imports), fetched by tools/fetch_deps.py (lib/lock.json).
 UMQTT_VERSIONS = ["1.3.4", "1.4.0", "1.6.0", "1.7.0"]
