@@ -615,8 +615,9 @@ def main():
     try:
         bench = Bench(work)
         out = {}
-        # Throughput, engine vs. the bare loop, alternating in one process; for the chunk size
-        # a board with PSRAM uses (64 KiB: block erases) and the small one (4 KiB: sectors).
+        # Throughput, engine vs. the bare loop, alternating in one process: 64 KiB chunks (the
+        # top-level figures), 4 KiB chunks in the 64 KiB stage (install()'s default on a board
+        # with PSRAM) and 4 KiB chunks with sector erases (a board without the room).
         rates = {}
         for tag, chunk, stage in CONFIGS:
             rates[tag] = rate_figures(bench.run("rate", "4MiB", rounds=ROUNDS, chunk=chunk,

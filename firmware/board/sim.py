@@ -55,6 +55,9 @@ class Board(HeapWatch):
         return s if s else None
 
     def hmac_sha256(self, msg):
+        # The HMAC peripheral in upstream mode computes plain HMAC-SHA256 (RFC 2104) with an
+        # efuse key (ESP32-S3 TRM, chapter "HMAC Accelerator"; ESP-IDF esp_hmac_calculate);
+        # the key here stands for that efuse block, which software can never read on a chip.
         key = self.sim.get("hmac_key")
         if not key:
             raise OSError("no HMAC key in efuse")
@@ -69,14 +72,18 @@ class Board(HeapWatch):
         return int(self.sim.get("efuse_secure_version") or 0)
 
     def chip_info(self):
+        # ESP-IDF components/esp_hw_support/include/esp_chip_info.h: CHIP_ESP32S3 = 9 (line 25),
+        # CHIP_FEATURE_WIFI_BGN BIT(1) and CHIP_FEATURE_BLE BIT(4) (lines 41-42); two cores.
         return {"model": 9, "cores": 2, "revision": self.sim.get("chip_revision", 2),
-                "features": 0x12}  # CHIP_FEATURE_WIFI_BGN | CHIP_FEATURE_BLE
+                "features": 0x12}
 
     # --- memory and flash
     def flash_size(self):
         return self.flash.size
 
     def psram_size(self):
+        # ESP-BOX-3: ESP32-S3-WROOM-1 with 16 MB flash and 16 MB octal PSRAM (Espressif's
+        # esp-box hardware overview); the flash size is the flash image's own.
         return self.sim.get("psram_size", 16 * 1024 * 1024)
 
     # --- network
