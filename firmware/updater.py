@@ -27,9 +27,11 @@
 # re-writing what is on flash. After a failure that got as far as the flash, the target's first
 # sector is erased.
 #
-# Memory: one chunk buffer (plus gzip's window and ring when inflating), and a 64 KiB stage
-# when the heap has room for it (a board with PSRAM): then whole 64 KiB blocks are erased at
-# once, else 4 KiB sectors (see flash_writer.py). A 64 KiB chunk is its own stage.
+# Memory: one chunk buffer (plus gzip's window and ring when inflating). When the heap has
+# room (a board with PSRAM) that buffer is 64 KiB: whole 64 KiB blocks are erased at once, and
+# a 64 KiB chunk is its own stage, so it costs no more than 4 KiB chunks gathered in a 64 KiB
+# stage and takes a sixteenth of the per-chunk work. Else 4 KiB chunks and sectors
+# (flash_writer.py). A caller that names a chunk size gets it, with the stage when it fits.
 import binascii
 import gc
 
@@ -217,19 +219,31 @@ def _stage(chunk, want):
         return None
 
 
-def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=4096,
+def _chunk(stage):
+    """The chunk size install() picks by itself: 64 KiB when BIG_HEAP is free (and stages are
+    not refused), else 4 KiB. Resume records fall on 64 KiB boundaries, so they fit either."""
+    if stage is False:
+        return 4096
+    gc.collect()
+    return BLOCK if gc.mem_free() >= BIG_HEAP else 4096
+
+
+def install(board, offer, running_version, progress=None, tls=None, timeout_ms=15000, chunk=None,
             retries=RETRIES, probe=None, stage=None, min_rate=DEFAULT_RATE, tick=None, config=None):
     """Download `offer` into the next OTA partition and set it to boot; return its label.
 
     progress(done, total, rate_bytes_s) is called at most every PROGRESS_MS (total may be None).
     probe(offset), for benchmarks, is called after every chunk. chunk: the buffer size, a power
-    of two in 1024..65536. stage: gather chunks into 64 KiB blocks (block erases) -- True, False,
-    or None: when the heap has BIG_HEAP free. min_rate: (bytes_per_s, window_ms) a body must
+    of two in 1024..65536, or None: 64 KiB when the heap has room, else 4 KiB (_chunk). stage:
+    gather chunks into 64 KiB blocks (block erases) -- True, False, or None: when the heap has
+    BIG_HEAP free. min_rate: (bytes_per_s, window_ms) a body must
     keep (update/pace.py; None: no floor). tick(): run every pace.HOOK_MS of a download while
     bytes flow, whatever the chunk fill (the MQTT session's service). config: the app config,
     whose `update` section and the board's efuse key digests make the signature policy (None:
     efuse keys only). Raises UpdateError (.code, .reason); the boot partition is untouched
     then. Never reboots."""
+    if chunk is None:
+        chunk = _chunk(stage)
     if chunk < 1024 or chunk > BLOCK or chunk & (chunk - 1):
         raise UpdateError(E_DOWNLOAD, "chunk must be a power of two in 1024..65536")
     pol = signature_stage.policy(board, config)

@@ -13,9 +13,10 @@ the repository root and prints it. Keys:
   and checksum XOR (ImageCheck's work) -> flash, then the read-back the brief requires; its firmware time is measured the same way.
   firmware_vs_reference = reference firmware time / firmware_s (goal >= 0.85), median of ROUNDS
   alternating runs. update_s / reference_s / update_vs_reference: the same runs whole (sim
-  included). rate_4MiB_by_chunk: all of it per CONFIGS -- 64 KiB chunks (the top-level keys),
-  4 KiB chunks gathered in the 64 KiB stage (install()'s default when the heap has room), 4 KiB
-  chunks without it (sector erases) -- with phases (stream, finish = digests + read-back,
+  included). rate_4MiB_by_chunk: all of it per CONFIGS -- 64 KiB chunks (the top-level keys;
+  install()'s own choice when the heap has room, as on a board with PSRAM), 4 KiB chunks
+  gathered in the 64 KiB stage (a caller that asks for 4 KiB chunks), 4 KiB chunks without it
+  (sector erases: install()'s choice on a small heap) -- with phases (stream, finish = digests + read-back,
   commit = set_boot) and
   stream_firmware_vs_reference_stream (the streaming phase against the loop without read-back).
 - heap_peak_bytes {64KiB, 1MiB, 4MiB, 8MiB}: the largest live heap (gc.mem_alloc() right after
@@ -616,8 +617,8 @@ def main():
         bench = Bench(work)
         out = {}
         # Throughput, engine vs. the bare loop, alternating in one process: 64 KiB chunks (the
-        # top-level figures), 4 KiB chunks in the 64 KiB stage (install()'s default on a board
-        # with PSRAM) and 4 KiB chunks with sector erases (a board without the room).
+        # top-level figures: install()'s choice on a board with PSRAM), 4 KiB chunks in the
+        # 64 KiB stage, and 4 KiB chunks with sector erases (its choice without the room).
         rates = {}
         for tag, chunk, stage in CONFIGS:
             rates[tag] = rate_figures(bench.run("rate", "4MiB", rounds=ROUNDS, chunk=chunk,

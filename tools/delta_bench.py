@@ -226,7 +226,8 @@ def install(kind, probe=None, stage=None):
     o = a[kind]
     t0 = time.ticks_us()
     updater.install(b, updater.Offer(o['url'], size=o['size'], md5=o['md5'], version=o['version'],
-                                     delta=o['delta']), '1.0.0', probe=probe, stage=stage)
+                                     delta=o['delta']), '1.0.0', probe=probe, stage=stage,
+                    chunk=4096)  # as documented: the heap figures are for 4 KiB chunks
     return time.ticks_diff(time.ticks_us(), t0) / 1e6
 
 def heap_probe(off):
