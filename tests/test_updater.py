@@ -557,6 +557,29 @@ def test_without_a_stage_sectors_are_erased_one_by_one_and_resume_works(root, se
     assert boot(root)[:2] == ["ota_1", NEW]
 
 
+@pytest.mark.parametrize("heapsize,block_erases", [(None, True), ("320k", False)])
+def test_chunk_size_left_to_install_follows_the_heap(root, server, heapsize, block_erases):
+    """install(chunk=None), as the app calls it: with room in the heap (a PSRAM board) it reads
+    64 KiB chunks and block-erases; in a 320 KiB heap (under BIG_HEAP free once the modules are
+    loaded) it falls back to 4 KiB chunks and sectors. A refused stage means 4 KiB chunks."""
+    picked = mpy_json("import json\nfrom firmware import updater\n"
+                      "print(json.dumps([updater._chunk(None), updater._chunk(False)]))",
+                      cwd=root, heapsize=heapsize)
+    assert picked == [65536 if block_erases else 4096, 4096]
+    data = image()
+    args = {"offer": offer_for(server, data), "chunk": None}
+    r = mpy_json(DRIVER, cwd=root, env={"UPD_ARGS": json.dumps(args)}, heapsize=heapsize)
+    assert r["ok"], r
+    blocks, sectors = minimal_erases(SIZE)
+    c = r["counters"]
+    if block_erases:
+        assert (c["erase_64k"], c["erase_4k"]) == (blocks, sectors + 1)
+    else:
+        assert (c["erase_64k"], c["erase_4k"]) == (0, -(-SIZE // 4096) + 1)
+    assert flash_at(root, OTA1, SIZE) == data
+    assert boot(root)[:2] == ["ota_1", NEW]
+
+
 def test_resume_after_reboot_rehashes_flash_instead_of_trusting_it(root, server):
     data = image()
     o = offer_for(server, data)
