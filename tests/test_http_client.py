@@ -663,6 +663,7 @@ out({"err": e, "ms": time.ticks_diff(time.ticks_ms(), t)})
 def test_esp32_timeout_errnos_are_timeouts():
     # esp32: ETIMEDOUT 116 (newlib), plain and negated through TLS; Linux: 110; EAGAIN 11.
     res = run("""
-out([type(h._io_error(OSError(n), "read")).__name__ for n in (-110, -116, 110, 116, 11, 104, -0x7880)])
+from firmware import http_errors
+out([type(http_errors.io_error(OSError(n), "read")).__name__ for n in (-110, -116, 110, 116, 11, 104, -0x7880)])
 """)
     assert res == ["Timeout"] * 5 + ["HttpError", "HttpError"]
