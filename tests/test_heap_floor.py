@@ -24,3 +24,17 @@ def test_whole_app_updates_with_128k_of_free_heap_frozen_like(heap):
     assert 128 * 1024 <= free_before < 132 * 1024          # the ballast left what was asked
     assert "installing 1.1.0" in log and "set to boot" in log
 
+
+
+def test_whole_app_updates_from_mpy_in_320k_with_the_simulator_left_out(heap):
+    """As a board running the .mpy files: the app loads its bytecode into the 320 KiB left free
+    (bench.json app_min_heap_kib.mpy_without_sim has the searched floor)."""
+    ok, free_before, log = heap.attempt(heapsize_kib=4096, free_kib=320, sim_only=True)
+    assert ok, log
+    assert 320 * 1024 <= free_before < 324 * 1024
+    assert 8 * 1024 < heap.shared < 96 * 1024   # firmware modules the simulator loaded early
+    # Too little heap for the bytecode and the update: the app fails cleanly, nothing installed.
+    ok, _, log = heap.attempt(heapsize_kib=4096, free_kib=160, sim_only=True)
+    assert not ok
+    assert "update to 1.1.0 failed: out of memory loading the update engine" in log
+    assert "next: keeping 1.0.0" in log and "rebooting into it" not in log
