@@ -12,6 +12,7 @@ import signal
 import pytest
 
 import build_image
+import make_delta
 import mkflash
 import ota_helpers
 import push
@@ -97,7 +98,8 @@ def install(root, server, data, config=None, path="/fw.bin", gz=False, **args):
     body = gzip.compress(data) if gz else data
     server.files[path] = body
     args["offer"] = {"url": server.url(path), "version": NEW, "size": len(body),
-                     "md5": hashlib.md5(body).hexdigest(), "force": args.pop("force", False)}
+                     "md5": hashlib.md5(body).hexdigest(), "force": args.pop("force", False),
+                     "delta": args.pop("delta", False)}
     args["config"] = config
     proc = run_mpy(DRIVER, cwd=root, env={"UPD_ARGS": json.dumps(args)})
     lines = proc.stdout.strip().splitlines()
@@ -159,6 +161,27 @@ def test_refused_images_never_reach_the_boot_partition(tmp_path, server, keys, i
     assert_refused(root, r, -2, reason, otadata)
     assert "image refused: %s" % reason in r["log"]
     assert flash_at(root, OTA1, SECTOR) == b"\xff" * SECTOR   # the whole image landed: scrubbed
+
+
+@pytest.mark.parametrize("target,reason", [("A", None), ("B", "unknown key"),
+                                           ("unsigned", "unsigned")])
+def test_a_delta_is_judged_by_the_signature_of_the_image_it_makes(tmp_path, server, keys, images,
+                                                                   target, reason):
+    """The patch itself carries no signature (detools, esp_delta_ota header): the image the
+    device rebuilds from it must verify, or nothing changes."""
+    base = build_image.build_image("1.0.0", size=150000, seed=5)  # the same body as 1.1.0
+    root = make_root(tmp_path, image=base)
+    otadata = flash_at(root, *OTADATA)
+    patch = make_delta.make_delta(base, images[target], "heatshrink")
+    assert len(patch) < len(images[target]) // 10
+    r = install(root, server, patch, trust(keys["A"]), path="/fw.patch", delta=True)
+    if reason is None:
+        assert r["ok"] and "signature verified" in r["log"], r
+        assert flash_at(root, OTA1, len(images["A"])) == images["A"]
+        assert booted(root) == ["ota_1", NEW]
+    else:
+        assert_refused(root, r, -2, reason, otadata)
+        assert flash_at(root, OTA1, SECTOR) == b"\xff" * SECTOR   # the rebuilt image scrubbed
 
 
 def test_efuse_digest_requires_signatures_whatever_the_config_says(tmp_path, server, keys, images):
