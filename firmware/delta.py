@@ -25,7 +25,7 @@
 from array import array
 import binascii
 
-from firmware import app_image, crle, delta_ops, heatshrink
+from firmware import app_image, crle, delta_ops, heatshrink, image_scan
 
 ESP_MAGIC = b"\x10\xde\xcd\xfc"
 ESP_HEADER_LEN = 64
@@ -58,8 +58,8 @@ class WrongBase(DeltaError):
 
 
 def running_sha256(part):
-    """The base digest esp_delta_ota compares (see app_image.app_sha256)."""
-    return app_image.app_sha256(part)
+    """The base digest esp_delta_ota compares (see image_scan.app_sha256)."""
+    return image_scan.app_sha256(part)
 
 
 def _digest(value, what):
@@ -101,7 +101,7 @@ class Applier:
         self._eof = False
         self.kernels, self._add, self._copy, fill, hs = delta_ops.kernels(mode)
         if base_size is None:
-            base_size = app_image.image_length(base)
+            base_size = image_scan.image_length(base)
         self._bsize = base_size
         try:
             self._bs = base.ioctl(5, 0) or 4096  # the block size readblocks counts in

@@ -2,7 +2,7 @@
 #   "firmware": {"version", "url", "size"?, "md5"?, "sha256"?, ...,
 #                "delta": {"from_sha256": <64 hex>, "url": <patch URL>, "md5"?, "size"?}}
 # from_sha256 names the image the patch applies to (what esp_partition_get_sha256 gives for the
-# running app, app_image.app_sha256); md5/size describe the patch file; the section's sha256
+# running app, image_scan.app_sha256); md5/size describe the patch file; the section's sha256
 # (when given) is the new image's, checked on the delta's result as on a full download.
 #
 # The device prefers the delta when its running image is that base, and falls back to the full
@@ -10,7 +10,7 @@
 # partition untouched then, and the running image is never written by a delta).
 import binascii
 
-from firmware import app_image, log
+from firmware import app_image, image_scan, log
 
 _log = log.get("ota")
 
@@ -47,7 +47,7 @@ def problem(d):
 def _running_sha256(board):
     try:
         P = board.Partition
-        return app_image.app_sha256(P(P.RUNNING))
+        return image_scan.app_sha256(P(P.RUNNING))
     except (app_image.ImageError, OSError, ValueError) as e:
         _log.warning("running image has no usable SHA-256 (%s); no delta", e)
         return None

@@ -1,7 +1,7 @@
 # XOR of the 32-bit words buf[4*start : 4*end]: the inner loop of the ESP app image checksum
 # (the simulated bootloader and set_boot verify every image they touch). Native (viper): a
 # bytecode loop over 4 MiB takes seconds. Where the port has no native emitter, importing this
-# module fails and app_image XORs big ints instead.
+# module fails and image_scan XORs big ints instead.
 import micropython
 
 

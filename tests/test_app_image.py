@@ -1,5 +1,5 @@
 """App images: tools/build_image.py output checked by esptool, parsed by firmware/app_image.py
-running on the real MicroPython unix port."""
+and firmware/image_scan.py running on the real MicroPython unix port."""
 import hashlib
 import json
 import os
@@ -19,7 +19,7 @@ MiB = 1024 * 1024
 # past the end of the file read as erased flash (0xFF), accesses past `size` raise OSError.
 FAKE = r'''
 import json
-from firmware import app_image
+from firmware import app_image, image_scan
 
 class FilePartition:
     def __init__(self, path, size):
@@ -147,10 +147,10 @@ def test_mpy_reads_desc_length_and_digest(tmp_path):
                                     date="Jan  2 2027", time_="03:04:05", seed=3)
     path = write(tmp_path, "app.bin", image)
     got = run_parser(
-        "d = app_image.read_app_desc(part)\n"
-        "print(json.dumps({'desc': d.to_dict(), 'len': app_image.image_length(part),"
-        " 'digest': app_image.verify_digest(part),"
-        " 'full': app_image.verify_image(part).version}))\n", path, 0x40000)
+        "d = image_scan.read_app_desc(part)\n"
+        "print(json.dumps({'desc': d.to_dict(), 'len': image_scan.image_length(part),"
+        " 'digest': image_scan.verify_digest(part),"
+        " 'full': image_scan.verify_image(part).version}))\n", path, 0x40000)
     assert got["desc"] == {"version": "1.4.2-rc1", "project_name": "esp-box-3",
                            "time": "03:04:05", "date": "Jan  2 2027", "idf_ver": "v5.2.2",
                            "elf_sha256": elf.hex(), "secure_version": 5, "chip_id": 9,
@@ -164,8 +164,8 @@ def test_mpy_one_mib_image(tmp_path):
     image = build_image.build_image("3.0.0", size=MiB, seed=11)
     path = write(tmp_path, "big.bin", image)
     got = run_parser(
-        "print(json.dumps([app_image.image_length(part), app_image.verify_digest(part),"
-        " app_image.checksum(part)[0] == app_image.checksum(part)[1]]))\n", path, 2 * MiB)
+        "print(json.dumps([image_scan.image_length(part), image_scan.verify_digest(part),"
+        " image_scan.checksum(part)[0] == image_scan.checksum(part)[1]]))\n", path, 2 * MiB)
     assert got == [MiB, True, True]
 
 
@@ -176,8 +176,8 @@ def test_mpy_flipped_byte_fails_digest(tmp_path):
     image[30000] ^= 0x40
     image[-1] ^= 0x01                         # inside the stored digest
     bad_digest = write(tmp_path, "bad_digest.bin", bytes(image))
-    code = ("print(json.dumps([app_image.verify_digest(part), err(app_image.verify_image, part),"
-            " app_image.image_length(part)]))\n")
+    code = ("print(json.dumps([image_scan.verify_digest(part), err(image_scan.verify_image, part),"
+            " image_scan.image_length(part)]))\n")
     digest_ok, reason, length = run_parser(code, bad_data, 0x10000)
     assert digest_ok is False and "checksum" in reason and length == 50000
     digest_ok, reason, _ = run_parser(code, bad_digest, 0x10000)
@@ -199,7 +199,7 @@ def test_mpy_rejects_bad_headers(tmp_path):
         results[name] = run_parser(
             "f = open(%r, 'rb'); buf = f.read(288)\n"
             "print(json.dumps([err(app_image.check_header, buf),"
-            " app_image.read_app_desc(part) is None]))\n" % str(path), path, 0x10000)
+            " image_scan.read_app_desc(part) is None]))\n" % str(path), path, 0x10000)
     assert results["bad_magic"] == ["bad magic 0xe8 (want 0xe9)", True]
     assert results["wrong_chip"] == ["chip id 2 is not ESP32-S3 (9)", True]
     assert results["no_desc"][0].startswith("no esp_app_desc_t") and results["no_desc"][1]
@@ -211,15 +211,15 @@ def test_mpy_length_for_every_checksum_padding(tmp_path, seed):
     """seed % 4 moves the end of segment data to each 4-byte slot before the checksum byte."""
     image = build_image.build_image("1.0.0", size=5008, seed=seed)
     path = write(tmp_path, "app.bin", image)
-    assert run_parser("print(json.dumps([app_image.image_length(part),"
-                      " app_image.verify_digest(part), app_image.verify_image(part).version]))\n",
+    assert run_parser("print(json.dumps([image_scan.image_length(part),"
+                      " image_scan.verify_digest(part), image_scan.verify_image(part).version]))\n",
                       path, 0x10000) == [5008, True, "1.0.0"]
 
 
 def test_mpy_image_past_partition_end(tmp_path):
     image = build_image.build_image("1.0.0", size=3 * 4096)
     path = write(tmp_path, "app.bin", image)
-    code = "print(json.dumps(err(app_image.image_length, part)))\n"
+    code = "print(json.dumps(err(image_scan.image_length, part)))\n"
     assert "runs past the partition" in run_parser(code, path, 2 * 4096)
     assert run_parser(code, path, 3 * 4096) is None  # exactly fits
 
@@ -231,10 +231,10 @@ def test_mpy_checksum_native_and_fallback_agree(tmp_path):
     image[70001] ^= 0x5A                       # breaks the checksum: both must see it
     path = write(tmp_path, "app.bin", bytes(image))
     got = run_parser(
-        "native = app_image._xor is app_image._xor_native\n"
-        "a = app_image.checksum(part)\n"
-        "app_image._xor = app_image._xor_big\n"
-        "b = app_image.checksum(part)\n"
+        "native = image_scan._xor is image_scan._xor_native\n"
+        "a = image_scan.checksum(part)\n"
+        "image_scan._xor = image_scan._xor_big\n"
+        "b = image_scan.checksum(part)\n"
         "print(json.dumps([native, a, b]))\n", path, 0x80000)
     native, a, b = got
     assert native is True
@@ -259,7 +259,7 @@ def test_mpy_stream_length_matches_the_flash_walk(tmp_path):
 out = []
 for path in json.loads(%r):
     try:
-        want = app_image.image_length(FilePartition(path, 1 << 20))
+        want = image_scan.image_length(FilePartition(path, 1 << 20))
     except app_image.ImageError:
         want = None
     data = open(path, "rb").read()

@@ -415,7 +415,7 @@ def test_secure_version_floor(tmp_path):
 from firmware import anti_rollback
 out = []
 for path, running, efuse in json.loads(%r):
-    sv = app_image.read_app_desc(FilePartition(path, 1 << 20)).secure_version
+    sv = image_scan.read_app_desc(FilePartition(path, 1 << 20)).secure_version
     try:
         anti_rollback.check(sv, running, efuse)
         out.append([sv, None])

@@ -203,12 +203,12 @@ out['no_entry'] = err(lambda: P.mark_app_valid_cancel_rollback())
 
 
 def test_image_checks_read_right_through_any_block_size(sim_root):
-    # app_image reads at block 0 + byte offset, which the port maps to the same address for
+    # image_scan reads at block 0 + byte offset, which the port maps to the same address for
     # every block size (readblocks: n * block_size + offset) -- also for a truncated 0.
     r = run(sim_root, """
-from firmware import app_image
-out['desc'] = [app_image.read_app_desc(P('ota_0', bs)).version for bs in (4096, 512, 65536)]
-app_image.verify_image(P('ota_0', 65536))
+from firmware import image_scan
+out['desc'] = [image_scan.read_app_desc(P('ota_0', bs)).version for bs in (4096, 512, 65536)]
+image_scan.verify_image(P('ota_0', 65536))
 out['verified'] = True
 """)
     assert r == {"desc": ["1.0.0"] * 3, "verified": True}

@@ -7,8 +7,8 @@ Two ways to count (bench.json app_min_heap_kib, tests/test_heap_floor.py):
 - "mpy_without_sim": what a board running .mpy files needs: only the simulator's own modules
   (SIM_ONLY: simulated flash, bootloader, panel, watchdog) and the panel's GRAM are loaded first
   and not counted; ballast leaves N KiB free and the app loads its .mpy bytecode into that. The
-  firmware modules the simulator pulls in (app_image, otadata, ...) are loaded early with it, so
-  their measured bytes are added back (the figure is N + those, rounded up);
+  firmware modules the simulator pulls in (app_image, image_scan, otadata, ...) are loaded early
+  with it, so their measured bytes are added back (the figure is N + those, rounded up);
 - "frozen_like": the device modules are imported first and not counted (a frozen build keeps
   bytecode in flash), nor is the simulated LCD's GRAM (panel memory on a board); ballast then
   leaves only N KiB free for everything the app does at run time.

@@ -24,7 +24,7 @@ import esp32
 import machine
 import network
 
-from firmware import app_image, otadata
+from firmware import app_image, image_scan, otadata
 from firmware.board.heap import HeapWatch
 from firmware.settings import NvsSettings
 
@@ -207,7 +207,7 @@ class Board(HeapWatch):
         return (time.time() + (946684800 if epoch_2000 else 0)) * 1000
 
     def app_desc(self):
-        return app_image.read_app_desc(self.Partition(self.Partition.RUNNING))
+        return image_scan.read_app_desc(self.Partition(self.Partition.RUNNING))
 
     def ota_state(self):
         """otadata state of the running image ("pending-verify" until confirmed), read through

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from firmware import app_image, hmac_sha256, log
+from firmware import app_image, hmac_sha256, image_scan, log
 from firmware.board import sim_partition
 from firmware.board.heap import HeapWatch
 from firmware.board.nor_flash import NorFlash
@@ -108,7 +108,7 @@ class Board(HeapWatch):
 
     # --- running image
     def app_desc(self):
-        return app_image.read_app_desc(self.Partition(self.Partition.RUNNING))
+        return image_scan.read_app_desc(self.Partition(self.Partition.RUNNING))
 
     def ota_state(self):
         return sim_partition.ota_state_of_running()

@@ -8,7 +8,7 @@
 # raises what check_esp_err (ports/esp32/mphalport.c:64) raises: OSError(-esp_err, name).
 # Things that would trip the board up trip the sim up the same way -- notably block_size is a
 # uint16_t, so Partition(label, 65536) has block size 0 and its ioctl(6) erases nothing.
-from firmware import app_image, otadata, partition_table
+from firmware import app_image, image_scan, otadata, partition_table
 
 NATIVE_BLOCK_SIZE = 4096   # esp32_partition.c:42 NATIVE_BLOCK_SIZE_BYTES
 # ESP-IDF esp_err.h / esp_ota_ops.h codes and the errno values of the esp32 port (newlib).
@@ -239,7 +239,7 @@ class Partition:
 def _verifies(part):
     # Header, chip, checksum and SHA-256, as esp_image_verify checks before booting/switching.
     try:
-        app_image.verify_image(part)
+        image_scan.verify_image(part)
         return True
     except (app_image.ImageError, OSError):
         return False

@@ -1,13 +1,13 @@
 # Commit stage: the image that landed is whole, then the boot partition switches to it.
 # set_boot (esp_ota_set_boot_partition) verifies the image itself; when it refuses, a digest
 # that does not verify is the image's fault (-2), anything else the flash's (-3).
-from firmware import app_image
+from firmware import app_image, image_scan
 from firmware.update.errors import E_FLASH, E_INTEGRITY, UpdateError
 
 
 def commit(part, end):
     try:
-        length = app_image.image_length(part)
+        length = image_scan.image_length(part)
     except app_image.ImageError as e:
         raise UpdateError(E_INTEGRITY, "bad image: %s" % e)
     if length > end:  # the stream may be longer (a signature sector, padding), never shorter
@@ -16,7 +16,7 @@ def commit(part, end):
         part.set_boot()
     except OSError as e:
         try:
-            ok = app_image.verify_digest(part)
+            ok = image_scan.verify_digest(part)
         except (app_image.ImageError, OSError):
             ok = False
         if not ok:

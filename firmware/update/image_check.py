@@ -1,5 +1,5 @@
 # Check stage: the image's own integrity fields, on the stream, as esp_image_verify checks them
-# on flash (app_image._scan does the same on a partition): the checksum byte (0xEF XOR every
+# on flash (image_scan._scan does the same on a partition): the checksum byte (0xEF XOR every
 # segment data byte, the last byte of the 16-byte block after the data) and, when hash_appended
 # is set, the SHA-256 of everything before the 32-byte digest that follows it. So a corrupt
 # image is refused ("image digest does not verify", -2) before the boot switch; set_boot's own
@@ -76,7 +76,7 @@ class ImageCheck:
             if pos == 0 and w._hashed and self._digest:
                 self._h = hashlib.sha256()
             if w.length is not None:
-                self._body = (w.segs[-1][1] + 16) & ~15  # app_image._body_end
+                self._body = (w.segs[-1][1] + 16) & ~15  # app_image.body_end
         body = self._body
         h = self._h
         # Until the last segment header has gone by, the digest is further on than this chunk.
