@@ -16,7 +16,7 @@ from firmware import log, version, watchdog
 _log = log.get("app")
 
 DEFAULT_S = 300
-K_PENDING = "mqtt_ota_pending"   # ithings_ota's record of the push being installed
+K_PENDING = "mqtt_ota_pending"   # ithings_pending's record of the push being installed
 K_INSTALL = "ota_last_install"   # install_record's record of the last OTA-check install
 
 _board = None

@@ -17,19 +17,16 @@
 #   second, QoS 0); 100 "upgraded" only once the new image is confirmed after its reboot. A
 #   reset mid-update resumes the same push after the next boot while its URL is valid, up to
 #   saved_offer.MAX_RESUMES times (progress again under its msgToken), else it is reported -1;
-#   a rollback is reported -3.
+#   a rollback is reported -3 (ithings_pending.py).
 # - An admitted push waits a random 0..download_jitter_ms so a fleet pushed at once does not
 #   stampede the file server.
 import time
 
-from firmware import identity, ithings, log, push_guard, refused_offers, saved_offer
+from firmware import identity, ithings, ithings_pending, ithings_push, log, push_guard, saved_offer
 from firmware.mqtt_session import rand_below
 
 _log = log.get("mqtt")
 
-K_PENDING = "mqtt_ota_pending"   # {"pending_version", "token", "from_version", "stage"}:
-#                                  stage "download" while installing, "reboot" once set to boot
-K_LAST = "mqtt_ota_last"         # {"token", "version", "step"} of the last finished push
 PROGRESS_INTERVAL_MS = 1000
 
 
@@ -58,16 +55,13 @@ class Agent:
         self.session = session
         self.report_tokens = []       # our recent reportInfo tokens (a reply must match one)
         self.ota_report_token = None
-        last = self.board.settings.get(K_LAST)
-        self.seen_tokens = push_guard.Tokens(self.board.settings, last.get("token")
-                                             if isinstance(last, dict) else None)
+        self.seen_tokens = push_guard.Tokens(self.board.settings,
+                                             ithings_pending.last_token(self.board.settings))
         self.push = None              # admitted, waiting for its jitter delay
         self.push_at = 0
         self.updating = None          # version being installed
         self.push_token = None
-        self.confirm = None           # pending record waiting for reportInfoReply
-        self.confirmed_by_reply = False
-        self.valid_marked = False
+        self.pending = ithings_pending.Pending(ctx, cfg.confirm_by, self._progress, self.show)
         self.last_step = 0
         self.last_step_at = None
         self.rereport_at = None
@@ -136,7 +130,7 @@ class Agent:
             return
         method, token, code, obj = parsed
         if method == "reportInfoReply" and token is not None and token in self.report_tokens:
-            self._on_report_reply(code, obj)
+            self.pending.on_reply(code, obj)
             if not ithings.has_files(obj):
                 return
         elif method in ("reportInfoReply", "reportReply") and token is not None \
@@ -155,10 +149,11 @@ class Agent:
         if token is not None and token in self.seen_tokens:
             _log.info("ignored %spush %s: already handled", "retained " if retained else "", token)
             return
-        r = ithings.parse_push(obj, self.running, busy, self.cfg.allowed_schemes,
-                               self.cfg.http_base, self.max_size, self.board.type, self.cfg.module)
+        r = ithings_push.parse_push(obj, self.running, busy, self.cfg.allowed_schemes,
+                                    self.cfg.http_base, self.max_size, self.board.type,
+                                    self.cfg.module)
         if r.kind == "ignore" and r.reason.startswith("busy"):
-            r = ithings.Rejection(ithings.STEP_DOWNLOAD_FAILED, r.reason, r.token, r.version)
+            r = ithings_push.Rejection(ithings.STEP_DOWNLOAD_FAILED, r.reason, r.token, r.version)
         elif r.kind == "push":
             r = push_guard.check(r, self.running, retained, self.cfg.allow_downgrade,
                                  self.board) or r
@@ -194,96 +189,16 @@ class Agent:
         self.push = None
         return push
 
-    # ---- confirmation after an update -----------------------------------------------------------
+    # ---- confirmation after an update (ithings_pending.py) -------------------------------------
     def check_pending(self):
         """After a boot: what became of the push that was being installed before it."""
-        p = self.board.settings.get(K_PENDING)
-        if not isinstance(p, dict) or not p.get("pending_version"):
-            return
-        token = p.get("token") or ithings.new_token()
-        if p["pending_version"] == self.running:
-            _log.info("running the new version %s; waiting for reportInfoReply to confirm it",
-                      self.running)
-            self.confirm = p
-            if not p.get("ran"):  # the new image got this far: a rollback now is its own doing
-                p["ran"] = True
-                self.board.settings.set(K_PENDING, p)
-            return
-        if p.get("stage") == "download":  # a reset (power loss) cut the update short
-            self._interrupted(p, token)
-            return
-        why = "rolled back to %s" % self.running
-        if p.get("why"):  # confirm_deadline.py said why before the reset
-            why = "%s: %s %s" % (why, p["pending_version"], p["why"])
-        elif not p.get("ran"):  # install_record.py's case, for a push: the platform may retry
-            why = "%s: %s never ran (cut at first boot)" % (
-                why, p["pending_version"])
-        _log.warning("update to %s did not stick: %s", p["pending_version"], why)
-        self.show("show_failure", "update to %s rolled back" % p["pending_version"],
-                  "running %s" % self.running)
-        self._finish(token, p["pending_version"], ithings.STEP_WRITE_FAILED, why)
-
-    def _interrupted(self, p, token):
-        """Take the interrupted push up again (saved_offer.py), or report it -1."""
-        settings = self.board.settings
-        r = saved_offer.pending(settings, "push", p.get("token"))
-        why = saved_offer.why_not(r, self._ts()) if r else "interrupted by a reset"
-        if why is None:
-            _log.warning("update to %s was interrupted by a reset; resuming it (start %d of %d)",
-                         r["version"], r["starts"] + 1, saved_offer.MAX_RESUMES + 1)
-            self.push = ithings.Push(r["token"], r["version"], r["url"], r["size"], r["md5"],
-                                     force=True, delta=bool(r.get("delta")),
-                                     sha256=r.get("sha256"))
+        push = self.pending.check(self._ts)
+        if push is not None:  # a reset cut it short: taken up again at once
+            self.push = push
             self.push_at = time.ticks_ms()
-            return
-        saved_offer.forget(settings)
-        _log.warning("update to %s was interrupted by a reset: %s", p["pending_version"], why)
-        self.show("show_failure", "update to %s interrupted" % p["pending_version"],
-                  "running %s; waiting for the next push" % self.running)
-        self._finish(token, p["pending_version"], ithings.STEP_DOWNLOAD_FAILED, why)
-
-    def _finish(self, token, version, step, desc):
-        """Report the end of a push; forget the pending record once the report is delivered."""
-        settings = self.board.settings
-
-        def done():
-            settings.set(K_LAST, {"token": token, "version": version, "step": step})
-            settings.delete(K_PENDING)
-        self._progress(token, step, desc, True, done)
-
-    def _on_report_reply(self, code, obj):
-        if code != 200:
-            _log.warning("reportInfoReply code %s: %s", code, obj.get("msg") or obj.get("status"))
-            return
-        _log.info("reportInfoReply 200")
-        self.confirmed_by_reply = True
-        if self.cfg.confirm_by == "mqtt" and not self.valid_marked:
-            confirm = getattr(self.ctx, "confirm_image", None)
-            try:
-                if confirm is not None:
-                    self.valid_marked = bool(confirm("reportInfoReply 200"))
-                else:
-                    self.board.Partition.mark_app_valid_cancel_rollback()
-                    self.valid_marked = True
-                    _log.info("image marked valid (confirm_by mqtt)")
-            except Exception as e:
-                _log.error("mark valid failed: %r", e)
-        self.maybe_confirmed()
 
     def maybe_confirmed(self):
-        p = self.confirm
-        if p is None or not self.confirmed_by_reply:
-            return
-        if self.cfg.confirm_by == "mqtt":
-            if not self.valid_marked:
-                return
-        elif not getattr(self.ctx, "confirmed", True):
-            return  # the OTA check confirms this image; report once it has
-        self.confirm = None
-        _log.info("update to %s confirmed", self.running)
-        self.show("show_success", "updated to %s" % self.running)
-        self._finish(p.get("token") or ithings.new_token(), self.running, ithings.STEP_DONE,
-                     "upgraded to %s" % self.running)
+        self.pending.maybe_confirmed()
 
     # ---- the update -----------------------------------------------------------------------------
     def begin(self, push):
@@ -297,8 +212,7 @@ class Agent:
         self.push_token = push.token
         _log.info("update %s -> %s starts", self.running, push.version)
         self.show("show_updating", 0, 0, self.running, push.version)
-        self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
-                                            "from_version": self.running, "stage": "download"})
+        self.pending.record(push, "download")
         self._progress(push.token, 1, "downloading", False)
         self.last_step = 1
         self.last_step_at = time.ticks_ms()
@@ -320,10 +234,7 @@ class Agent:
 
     def installed(self, push, label):
         self.updating = None
-        saved_offer.forget(self.board.settings)
-        self.board.settings.set(K_PENDING, {"pending_version": push.version, "token": push.token,
-                                            "from_version": self.running, "stage": "reboot"})
-        refused_offers.forget(self.board)
+        self.pending.installed(push)
         _log.info("installed %s in %s; rebooting", push.version, label)
         self._progress(push.token, 99, "installed, rebooting", False)
         self.show("show_success", "update %s installed, restarting" % push.version)
@@ -335,11 +246,7 @@ class Agent:
         _log.error("update to %s failed (%d): %s", push.version, code, reason)
         self.show("show_failure", "update to %s failed: %s" % (push.version, reason),
                   "still running %s; waiting for the next push" % self.running)
-        settings = self.board.settings
-        saved_offer.forget(settings)
-        refused_offers.refused(self.board, push_guard.offer_id(push), push.version, code, reason)
-        settings.set(K_LAST, {"token": push.token, "version": push.version, "step": code})
-        settings.delete(K_PENDING)
+        self.pending.failed(push, code, reason)
         self._progress(push.token, code, reason)
         self._rereport_soon()
         self.show("show_idle", self.running)

@@ -16,7 +16,7 @@
 import time
 
 from firmware import confirm_deadline, ithings, log, mqtt_config, tls_config, watchdog
-from firmware.ithings_ota import K_LAST, K_PENDING, Agent  # noqa: F401 -- K_*: for callers
+from firmware.ithings_ota import Agent
 from firmware.mqtt_session import RECONNECT_MAX_MS, Session
 
 _log = log.get("mqtt")

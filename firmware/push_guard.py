@@ -1,6 +1,6 @@
-# Admission rules for upgrade pushes that need memory across reboots (ithings.parse_push checks
-# the message itself). The failure they prevent: a broker keeps a retained push and hands it
-# over again after every power cycle; a stale retained 1.2.0 would re-install over the 1.3.0
+# Admission rules for upgrade pushes that need memory across reboots (ithings_push.parse_push
+# checks the message itself). The failure they prevent: a broker keeps a retained push and hands
+# it over again after every power cycle; a stale retained 1.2.0 would re-install over the 1.3.0
 # pushed after it, under its old token, at every boot.
 # - Handled tokens: a small ring in settings (RING tokens, oldest first), written only when a
 #   new token is handled; a re-delivered push is ignored.
@@ -12,7 +12,7 @@
 # No umqtt.simple (lib's 1.3.4, the frozen 1.4.0-1.7.0) hands the retain flag to its callback;
 # mqtt_session reads it from the PUBLISH fixed header as the socket delivers it (MQTT 3.1.1
 # section 3.3.1.3: bit 0).
-from firmware import ithings, log, refused_offers, version as _version
+from firmware import ithings, ithings_push, log, refused_offers, version as _version
 
 _log = log.get("mqtt")
 
@@ -52,15 +52,16 @@ def check(push, running, retained, allow_downgrade, board):
         older = False  # parse_push accepted it; the updater checks the image's own version
     if older:
         if retained and not allow_downgrade:
-            return ithings.Rejection(ithings.STEP_PACKAGE_REFUSED, "retained push for %s is "
-                                     "older than running %s" % (v, running), push.token, v)
+            return ithings_push.Rejection(ithings.STEP_PACKAGE_REFUSED, "retained push for %s "
+                                          "is older than running %s" % (v, running), push.token, v)
         if not (push.force or allow_downgrade):
-            return ithings.Rejection(ithings.STEP_PACKAGE_REFUSED, "version %s is older than "
-                                     "running %s (not forced)" % (v, running), push.token, v)
+            return ithings_push.Rejection(ithings.STEP_PACKAGE_REFUSED, "version %s is older "
+                                          "than running %s (not forced)" % (v, running),
+                                          push.token, v)
     oid = offer_id(push)
     no = refused_offers.blocked(board, oid, push.force and not retained)
     if no:
-        return ithings.Rejection(no[1], no[0], push.token, v)
+        return ithings_push.Rejection(no[1], no[0], push.token, v)
     return None
 
 

@@ -143,16 +143,16 @@ print(json.dumps(out))
 def test_nvs_settings_take_every_key_the_firmware_uses():
     # NVS keys are limited to 15 characters; the firmware's own keys are longer ones too.
     r = mpy_json(FAKES + """
-from firmware import ota_check, updater, mqtt_ota
+from firmware import ota_check, updater, ithings_pending
 b = esp32s3.Board({})
 out = {}
-for k in (ota_check.K_LAST_INSTALL, updater.RESUME_KEY, mqtt_ota.K_PENDING, mqtt_ota.K_LAST,
-          ota_check.K_MQTT, 'uuid'):
+for k in (ota_check.K_LAST_INSTALL, updater.RESUME_KEY, ithings_pending.K_PENDING,
+          ithings_pending.K_LAST, ota_check.K_MQTT, 'uuid'):
     v = {'key': k}
     out[k] = [b.settings.set(k, v), b.settings.set(k, v), b.settings.get(k) == v,
               b.settings.delete(k), b.settings.get(k)]
 out['stored'] = sorted(_Nvs.store)
-b.settings.set(mqtt_ota.K_PENDING, 1)
+b.settings.set(ithings_pending.K_PENDING, 1)
 b.settings.set(ota_check.K_LAST_INSTALL, 2)
 out['distinct'] = len(_Nvs.store)
 print(json.dumps(out))

@@ -1,4 +1,5 @@
-"""firmware/ithings.py (iThings OTA protocol, pure) under the real MicroPython unix port."""
+"""firmware/ithings.py and ithings_push.py (iThings OTA protocol, pure) under the real MicroPython
+unix port."""
 import json
 
 from conftest import mpy_json
@@ -16,11 +17,11 @@ def run_push(msgs, running="1.0.0", in_progress=None, schemes=("https", "http"),
     """parse_push for each message (dict or raw str) under MicroPython -> list of result dicts."""
     code = """
 import json
-from firmware import ithings
+from firmware import ithings_push
 msgs = json.loads(%r)
 out = []
 for m in msgs:
-    r = ithings.parse_push(m if isinstance(m, dict) else m.encode(), %r, %r, %r, %r, %r, %r, %r)
+    r = ithings_push.parse_push(m if isinstance(m, dict) else m.encode(), %r, %r, %r, %r, %r, %r, %r)
     d = {"kind": r.kind, "token": r.token, "version": r.version}
     if r.kind == "push":
         d.update(url=r.url, size=r.size, md5=r.md5, name=r.name, force=r.force, method=r.method,
