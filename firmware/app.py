@@ -1,5 +1,6 @@
 # The device's life as an explicit state machine. Protocol details live in their own modules:
-# ota_check (the xiaozhi check), activation, updater (the update engine), mqtt_ota (pushes).
+# ota_check (the xiaozhi check), activation, offer_install (an offer -> the update engine),
+# mqtt_ota (pushes), boot_review (what a boot reports).
 #
 #   boot -> wifi -> check -> confirm -> update | activate | listen
 #   activate -> (activated) -> update | listen          update -> reboot (or listen on failure)
@@ -22,9 +23,9 @@ import json
 import os
 import sys
 
-from firmware import activation, confirm_deadline, delta_offer, install_record, log
-from firmware import mqtt_config, ota_check, refused_offers, retry, saved_offer, status, sysinfo
-from firmware import tls_config, watchdog
+from firmware import activation, boot_review, confirm_deadline, install_record, log
+from firmware import mqtt_config, ota_check, retry, status, sysinfo, tls_config
+from firmware import watchdog
 from firmware import config as config_mod
 
 _log = log.get("app")
@@ -117,35 +118,13 @@ class App:
 
     def _s_boot(self):
         b = self.board
-        running = b.Partition(b.Partition.RUNNING).info()[4]
-        state = b.ota_state()
-        _log.info("boot: %s %s, firmware %s in %s (%s)", b.type, b.name, self.running_version,
-                  running, state)
-        if state in ("undefined", "new"):
-            # Without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE set_boot writes UNDEFINED and the
-            # bootloader never turns NEW into pending-verify (esp_ota_ops.c lines 127-135,
-            # bootloader_utility.c lines 444-450); confirming still marks the image valid.
-            _log.warning("this build has no app rollback (otadata state %s): a new image that "
-                         "fails its health check is not rolled back", state)
+        boot_review.review(b, self.config, self.running_version)
         wifi = self.config.get("wifi") or {}
         self.display.show_booting(wifi.get("ssid") or "", self.config.get("ota_url") or "")
-        why = install_record.review_rollback(b, self.running_version)
-        if why:
-            _log.warning("%s (-3); running %s", why, self.running_version)
-        self._announce_signatures()
         if self._configured():  # an unconfigured device stops at the REPL: no watchdog there
             watchdog.start(b, self.config)
             confirm_deadline.arm(b, self.config, self.running_version)
         return WIFI
-
-    def _announce_signatures(self):
-        """Say once per boot which images the updater accepts ("updates are unauthenticated"
-        when no signing key is known and signatures are off)."""
-        try:
-            from firmware.update import signature_stage
-        except ImportError:  # a build without the update engine
-            return
-        signature_stage.announce(signature_stage.policy(self.board, self.config))
 
     def _configured(self):
         try:
@@ -283,51 +262,16 @@ class App:
     def install(self, offer):
         """Download and install an offer dict (ota_check's Result.offer); reboot on success.
         Returns only on failure (logged and shown)."""
-        to_v = offer.get("version") or "?"
-        oid = refused_offers.offer_id(offer.get("url"), offer.get("version"), offer.get("size"),
-                                      offer.get("md5"), offer.get("sha256"))
-        no = refused_offers.blocked(self.board, oid, offer.get("force"))
-        if no:  # the same image failed before: not downloaded and written again yet
-            why = no[0]
-            _log.info("%s", why)
-            self.display.show_failure(why, "keeping %s" % self.running_version)
+        try:  # loaded when an offer comes, as the update engine is: its bytecode costs heap
+            from firmware import offer_install
+        except MemoryError:
+            _log.error("update to %s failed: out of memory loading the update engine",
+                       offer.get("version") or "?")
+            self.display.show_failure("update failed: out of memory",
+                                      "keeping %s" % self.running_version)
             return False
-        try:
-            from firmware import updater
-        except ImportError:
-            _log.warning("update %s offered but this build has no update engine", to_v)
-            return False
-        except MemoryError:  # the engine does not fit the heap left: keep running, say why
-            _log.error("update to %s failed: out of memory loading the update engine", to_v)
-            self.display.show_failure("update failed: out of memory", "keeping %s" % self.running_version)
-            return False
-        _log.info("installing %s from %s", to_v, offer.get("url", "?").split("?")[0])
-        settings = self.board.settings
-        why = saved_offer.begin(settings, "check", offer.get("version"), offer.get("url"),
-                                offer.get("md5"), offer.get("size"))
-        if why:  # a reset loop: the same offer cut short by resets again and again
-            _log.error("update to %s not started: %s", to_v, why)
-            self.display.show_failure("update failed: %s" % why, "keeping %s" % self.running_version)
-            return False
-        self.display.show_updating(0, None, self.running_version, to_v)
-        progress = _Progress(self.display, self.running_version, to_v)
-        try:
-            label = delta_offer.install(updater, self.board, offer, self.running_version,
-                                        progress=progress, tls=self.tls(),
-                                        min_rate=updater.min_rate(self.config), config=self.config)
-        except updater.UpdateError as e:
-            saved_offer.forget(settings)
-            _log.error("update to %s failed: %s", to_v, e.reason)
-            refused_offers.refused(self.board, oid, to_v, e.code, e.reason)
-            self.display.show_failure("update failed: %s" % e.reason, "keeping %s" % self.running_version)
-            return False
-        saved_offer.forget(settings)
-        install_record.note_installed(self.board, offer)
-        refused_offers.forget(self.board)
-        _log.info("firmware %s installed in %s; rebooting into it", to_v, label)
-        self.display.show_success("Updated to %s, restarting" % to_v)
-        self.board.reboot()
-        return True
+        return offer_install.install(self.board, self.display, self.config, offer,
+                                     self.running_version, self.tls())
 
     def _mqtt_listener(self):
         """mqtt_ota.listen when upgrade pushes can run (mqtt_config's broker rule), else None.
@@ -346,21 +290,6 @@ class App:
         except ImportError:
             return None
         return getattr(mqtt_ota, "listen", None)
-
-
-class _Progress:
-    """updater's progress(done, total, rate_bytes_s) -> the display (total may be None)."""
-
-    def __init__(self, display, from_v, to_v):
-        self.display = display
-        self.from_v = from_v
-        self.to_v = to_v
-
-    def __call__(self, done, total=None, rate=None):
-        watchdog.feed()  # bytes arrived: the download is alive
-        pct = done * 100 // total if total else 0
-        kib_s = rate / 1024 if rate else None
-        self.display.show_updating(pct, kib_s, self.from_v, self.to_v)
 
 
 def main():
