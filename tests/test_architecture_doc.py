@@ -6,18 +6,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _table_names():
-    # the "## Modules" table; a name may carry its folder (`display/screens.py`)
+    # the "## Modules" table; names are paths under firmware/ (`display/screens.py`)
     with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")) as f:
         table = f.read().split("## Modules", 1)[1].split("\n## ", 1)[0]
-    return set(os.path.basename(n) for n in re.findall(r"`([a-z0-9_/]+\.py)`", table))
+    return set(re.findall(r"`([a-z0-9_/]+\.py)`", table))
 
 
 def _modules():
+    top = os.path.join(ROOT, "firmware")
     out = set()
-    for d, _, files in os.walk(os.path.join(ROOT, "firmware")):
+    for d, _, files in os.walk(top):
         for n in files:
             if n.endswith(".py") and n != "__init__.py":
-                out.add(n)
+                out.add(os.path.relpath(os.path.join(d, n), top).replace(os.sep, "/"))
     return out
 
 
